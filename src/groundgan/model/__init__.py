@@ -1,0 +1,5 @@
+"""Model classes with the scvi-tools-style API."""
+
+from ._groundgan import GroundGAN
+
+__all__ = ["GroundGAN"]
