@@ -32,3 +32,54 @@ def _pbmc_counts_cached():
 def pbmc_counts(_pbmc_counts_cached):
     """The embedded PBMC cells with raw integer counts (a fresh copy per test)."""
     return _pbmc_counts_cached.copy()
+
+
+def small_grn(genes, n_tfs: int, tfs_per_target: int, seed: int = 0):
+    """A random bipartite GRN over ``genes``: the first ``n_tfs`` are TFs."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    tfs, targets = list(genes[:n_tfs]), list(genes[n_tfs:])
+    rows = [
+        (tf, target, float(rng.random()))
+        for target in targets
+        for tf in rng.choice(tfs, size=tfs_per_target, replace=False)
+    ]
+    return pd.DataFrame(rows, columns=["tf", "target", "importance"])
+
+
+@pytest.fixture(scope="session")
+def _pbmc_grn_cells_cached(_pbmc_counts_cached):
+    import numpy as np
+
+    import groundgan as gg
+
+    counts = _pbmc_counts_cached.copy()
+    counts.layers["counts"] = counts.X.copy()
+    # the 60 most expressed genes: dense enough for short training runs to show learning
+    order = np.argsort(-np.asarray(counts.X.sum(axis=0)).ravel())[:60]
+    genes = list(counts.var_names[np.sort(order)])
+    grn = small_grn(genes, n_tfs=8, tfs_per_target=3)
+    return gg.grn.subset(counts, grn), grn
+
+
+@pytest.fixture
+def pbmc_grn_cells(_pbmc_grn_cells_cached):
+    """(cells, grn): embedded PBMC cells on 60 genes (8 TFs, 52 targets x 3 TFs), normalised."""
+    adata, grn = _pbmc_grn_cells_cached
+    return adata.copy(), grn.copy()
+
+
+@pytest.fixture
+def tiny_model_kwargs() -> dict:
+    """GroundGAN constructor arguments for models that train in seconds on CPU."""
+    return dict(
+        latent_dim=16,
+        controller_hidden=(32, 64),
+        critic_hidden=(64, 32),
+        labeler_hidden=(32, 32),
+        depth=2,
+        width=2,
+        sample_block_size=64,
+    )

@@ -1,3 +1,6 @@
-"""(being written)"""
+"""The statistical baselines of the paper: scDesign2-style and SPARSim-style simulators."""
 
-__all__: list[str] = []
+from ._scdesign2 import ScDesign2
+from ._sparsim import SPARSim
+
+__all__ = ["ScDesign2", "SPARSim"]

@@ -1,5 +1,491 @@
-"""(being written)"""
+"""The GroundGAN model class: scvi-tools-style API over the torch modules and training stages."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from .._validation import InvalidInputError, check_positive_int, matrix_of, to_dense
+from .._version import __version__
+from ..nn import GroundGANModule
+from ..train import ControllerStage, GroundGANStage, StageSettings, WGANGPStage, run_stage
+from . import _io, _monitor, _perturb, _sampling
+from ._setup import GRNLayout, read_setup, record_setup, validate_setup
+
+STAGES = ("stage1", "stage2")
+MIN_CELLS = 10
+DENSE_EDGE_LIMIT = 5_000
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def paper_depth_width(n_edges: int, depth, width) -> tuple[int, float]:
+    """The paper's rule: depth 3 / width 2 up to 5,000 edges, depth 2 / width 1 above."""
+    dense = n_edges > DENSE_EDGE_LIMIT
+    depth = (2 if dense else 3) if depth == "auto" else int(depth)
+    width = (1.0 if dense else 2.0) if width == "auto" else float(width)
+    return depth, width
 
 
 class GroundGAN:
-    """(being written)"""
+    """GRN-guided causal WGAN-GP simulator of single-cell RNA-seq (GRouNdGAN).
+
+    A causal controller (a WGAN-GP generator trained on all genes in stage 1) produces TF
+    expression; one independent MLP per target gene turns its regulators' expression and its own
+    noise into the target's expression (stage 2, with a critic, a labeler and an anti-labeler);
+    an LSN layer scales each cell to the library size. The imposed GRN is the causal ground truth
+    of the simulated cells.
+
+    Parameters
+    ----------
+    adata
+        Library-size-normalised cells registered with :meth:`setup_anndata`.
+    latent_dim
+        Length of the causal controller's Gaussian noise.
+    controller_hidden, critic_hidden, labeler_hidden
+        Hidden layer sizes of the causal controller, of both critics, of the labeler and the
+        anti-labeler.
+    depth, width
+        Target generators: hidden layers per gene, and the width multiplier (a gene with ``r``
+        regulators has hidden layers of ``width * (r + 1)`` units, the ``+ 1`` being its noise).
+        ``"auto"``: the paper's rule (3 and 2 up to 5,000 edges, 2 and 1 above).
+    sample_block_size
+        Cells are generated in blocks of this size (BatchNorm uses batch statistics), so a cell
+        never depends on how many are asked for. Saved with the model.
+    seed
+        Seed of the weight initialisation.
+
+    Examples
+    --------
+    >>> gg.GroundGAN.setup_anndata(adata, grn=grn)
+    >>> model = gg.GroundGAN(adata)
+    >>> model.train()
+    >>> sim = model.sample(1000, seed=0)
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        latent_dim: int = 128,
+        controller_hidden: Sequence[int] = (256, 512, 1024),
+        critic_hidden: Sequence[int] = (1024, 512, 256),
+        labeler_hidden: Sequence[int] = (2000, 2000, 2000),
+        depth: int | Literal["auto"] = "auto",
+        width: float | Literal["auto"] = "auto",
+        sample_block_size: int = 1024,
+        seed: int = 0,
+    ):
+        layout, layer, library_size = read_setup(adata)
+        self.adata = adata
+        self._layer = layer
+        self._build(
+            layout,
+            library_size,
+            dict(
+                latent_dim=latent_dim,
+                controller_hidden=list(controller_hidden),
+                critic_hidden=list(critic_hidden),
+                labeler_hidden=list(labeler_hidden),
+                depth=depth,
+                width=width,
+                sample_block_size=sample_block_size,
+                seed=seed,
+            ),
+        )
+
+    def _build(self, layout: GRNLayout, library_size: float, init_params: dict) -> None:
+        self.layout = layout
+        self.library_size = float(library_size)
+        self.init_params_ = init_params
+        p = init_params
+        self.sample_block_size = check_positive_int(p["sample_block_size"], "sample_block_size")
+        depth, width = paper_depth_width(len(layout.grn), p["depth"], p["width"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(p["seed"])
+            self.module = GroundGANModule(
+                n_genes=len(layout.var_names),
+                tf_index=layout.tf_index,
+                target_index=layout.target_index,
+                regulators=layout.regulators,
+                latent_dim=p["latent_dim"],
+                controller_hidden=p["controller_hidden"],
+                critic_hidden=p["critic_hidden"],
+                labeler_hidden=p["labeler_hidden"],
+                depth=depth,
+                width=width,
+                library_size=self.library_size,
+            )
+        self.steps_ = {stage: 0 for stage in STAGES}
+        self.history_ = pd.DataFrame()
+        self.validation_history_ = pd.DataFrame()
+        self._stages: dict[str, WGANGPStage] = {}
+        self._pending_stage_states: dict[str, dict] = {}
+        self._rng: torch.Generator | None = None
+
+    # set-up --------------------------------------------------------------------------------
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        grn: pd.DataFrame,
+        layer: str | None = None,
+        library_size: float | None = None,
+    ) -> None:
+        """Validate cells and GRN and record them in ``adata.uns["_groundgan_setup"]``.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes, library-size normalised (every cell sums to the same library size),
+            e.g. the output of :func:`groundgan.grn.subset`. Every gene must be a TF or a
+            target of ``grn``.
+        grn
+            Table with columns ``tf``, ``target`` and optionally ``importance``: a bipartite
+            TF -> target graph (no TF is also a target, no self-loops, no duplicate edges).
+        layer
+            Layer holding the values instead of ``X``.
+        library_size
+            Expected per-cell total; by default the cells' common total.
+
+        Raises
+        ------
+        ValueError
+            Naming the problem (missing genes, TF -> TF edges, self-loops, duplicate edges,
+            genes outside the GRN, negative/NaN/infinite values, log-transformed or
+            un-normalised data). On error ``adata`` is left exactly as it was.
+        """
+        layout, library_size = validate_setup(adata, grn, layer, library_size)
+        record_setup(adata, layout, layer, library_size)
+
+    # description ---------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @property
+    def is_trained_(self) -> bool:
+        """True once stage 2 has trained (the model then samples from the full GRouNdGAN)."""
+        return self.steps_["stage2"] > 0
+
+    @property
+    def grn(self) -> pd.DataFrame:
+        """The imposed GRN (``tf``, ``target``, ``importance``)."""
+        return self.layout.grn.copy()
+
+    def n_parameters(self) -> dict[str, int]:
+        """Number of parameters per network."""
+        m = self.module
+        parts = {
+            "causal_controller": m.controller,
+            "target_generators": m.target_generators,
+            "critic": m.critic,
+            "controller_critic": m.controller_critic,
+            "labeler": m.labeler,
+            "antilabeler": m.antilabeler,
+        }
+        return {k: sum(p.numel() for p in v.parameters()) for k, v in parts.items()}
+
+    def __repr__(self) -> str:
+        m, tg = self.module, self.module.target_generators
+        params = self.n_parameters()
+        lines = [
+            f"GroundGAN (groundgan {__version__})",
+            f"  genes: {m.n_genes} = {m.n_tfs} TFs + {m.n_targets} targets; "
+            f"GRN edges: {len(self.layout.grn):,}; library size {self.library_size:g}",
+            f"  causal controller: {self.init_params_['latent_dim']} -> "
+            f"{self.init_params_['controller_hidden']} -> {m.n_genes}",
+            f"  target generators: depth {tg.depth}, width {tg.width:g} "
+            f"(block-diagonal, {len(tg.groups)} in-degree groups)",
+            f"  critic: {self.init_params_['critic_hidden']}; labelers: "
+            f"{self.init_params_['labeler_hidden']}",
+            "  parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()),
+            f"  trained steps: stage 1 {self.steps_['stage1']:,}, stage 2 {self.steps_['stage2']:,}"
+            f"; device {self.device}",
+        ]
+        return "\n".join(lines)
+
+    # training ------------------------------------------------------------------------------
+    def train(
+        self,
+        max_steps_stage1: int = 200_000,
+        max_steps_stage2: int = 1_000_000,
+        batch_size_stage1: int = 128,
+        batch_size_stage2: int = 1024,
+        n_critic: int = 5,
+        gp_lambda: float = 10.0,
+        lr_stage1: float = 1e-4,
+        lr_stage1_final: float = 1e-5,
+        lr_generator_stage2: float = 1e-3,
+        lr_generator_stage2_final: float = 1e-4,
+        lr_critic_stage2: float = 1e-3,
+        lr_critic_stage2_final: float = 1e-3,
+        lr_labeler: float = 1e-4,
+        weight_decay: float = 0.01,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 10_000,
+        keep_checkpoints: int = 3,
+        progress_bar: bool = True,
+        stages: Sequence[int] = (1, 2),
+        log_every: int = 100,
+        validation_adata: AnnData | None = None,
+        validate_every: int = 10_000,
+    ) -> None:
+        """Train stage 1 (causal controller) and then stage 2 (GRouNdGAN).
+
+        ``max_steps_stage*`` are totals: a repeated or resumed call trains up to them, never
+        past them and never from zero again. A step is one generator update with its
+        ``n_critic`` critic updates. Learning rates decay exponentially from the first to the
+        ``_final`` value over the stage's total steps (stage 1: generator and critic alike; the
+        stage-2 critic is constant by default, as in the reference implementation).
+
+        Fewer training cells than a batch: the batch shrinks to the number of cells, with a
+        warning; fewer than 10 cells are refused.
+
+        Parameters
+        ----------
+        device
+            ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
+        seed
+            Seed of the training randomness (minibatches, noise, interpolation); the same seed
+            on the same device gives the same weights.
+        checkpoint_dir, checkpoint_every, keep_checkpoints
+            Write a checkpoint every ``checkpoint_every`` steps into ``checkpoint_dir``, keeping
+            the newest ``keep_checkpoints``; a directory holding checkpoints is resumed from.
+        stages
+            Which stages to run: ``(1, 2)``, ``(1,)`` or ``(2,)``.
+        log_every
+            Losses are averaged over this many steps into :attr:`history_`.
+        validation_adata, validate_every
+            Held-out cells (same genes) on which cheap realism figures (Euclidean centroid
+            distance, a small RF AUROC) are computed every ``validate_every`` stage-2 steps into
+            :attr:`validation_history_`; with ``checkpoint_dir`` the best model so far is kept
+            there as ``best/``.
+        """
+        unknown = set(stages) - {1, 2}
+        if unknown or not stages:
+            raise InvalidInputError(f"stages must be a subset of (1, 2), got {tuple(stages)}")
+        data = self._training_tensor()
+        target_device = resolve_device(device)
+        self.module.to(target_device)
+        data = data.to(target_device)
+        settings = {
+            "stage1": StageSettings(
+                max_steps=max_steps_stage1,
+                batch_size=self._batch_size(batch_size_stage1, data.shape[0]),
+                n_critic=n_critic,
+                gp_lambda=gp_lambda,
+                lr_generator=lr_stage1,
+                lr_generator_final=lr_stage1_final,
+                lr_critic=lr_stage1,
+                lr_critic_final=lr_stage1_final,
+                weight_decay=weight_decay,
+            ),
+            "stage2": StageSettings(
+                max_steps=max_steps_stage2,
+                batch_size=self._batch_size(batch_size_stage2, data.shape[0]),
+                n_critic=n_critic,
+                gp_lambda=gp_lambda,
+                lr_generator=lr_generator_stage2,
+                lr_generator_final=lr_generator_stage2_final,
+                lr_critic=lr_critic_stage2,
+                lr_critic_final=lr_critic_stage2_final,
+                lr_labeler=lr_labeler,
+                weight_decay=weight_decay,
+            ),
+        }
+        for name in ("stage1", "stage2"):
+            check_positive_int(settings[name].max_steps, f"max_steps_{name}")
+        if self._rng is None or self._rng.device != data.device:
+            self._rng = torch.Generator(device=data.device).manual_seed(seed)
+        checkpoints = _io.Checkpointer.open(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
+        try:
+            if checkpoints is not None:
+                checkpoints.resume(self)
+            hooks = []
+            if checkpoints is not None:
+                hooks.append((check_positive_int(checkpoint_every, "checkpoint_every"),
+                              checkpoints.hook(self)))
+            if validation_adata is not None:
+                monitor = _monitor.ValidationMonitor(self, validation_adata, checkpoints, seed)
+                hooks.append((check_positive_int(validate_every, "validate_every"), monitor.hook))
+            for number, name in ((1, "stage1"), (2, "stage2")):
+                if number not in stages:
+                    continue
+                if name == "stage1" and self.steps_["stage2"] > 0:
+                    continue  # the controller is frozen once stage 2 has started
+                self._train_stage(name, settings[name], data, hooks, progress_bar, log_every)
+        finally:
+            if checkpoints is not None:
+                checkpoints.close()
+
+    def _train_stage(self, name, settings, data, hooks, progress_bar, log_every) -> None:
+        start = self.steps_[name]
+        if start >= settings.max_steps:
+            return
+        stage = self._stage(name, settings, data)
+        stage.completed_steps = start
+        rows: list[dict] = []
+        try:
+            rows = run_stage(
+                stage,
+                start,
+                settings.max_steps,
+                log_every=log_every,
+                progress_bar=progress_bar,
+                hooks=hooks,
+            )
+        finally:
+            self.steps_[name] = stage.completed_steps
+            self.module.eval()
+            self.history_ = pd.concat([self.history_, pd.DataFrame(rows)], ignore_index=True)
+
+    def _stage(self, name: str, settings: StageSettings, data: torch.Tensor) -> WGANGPStage:
+        """The stage object of ``name``; optimiser and schedule state carry over between calls
+        and from a resumed checkpoint."""
+        stage = self._stages.get(name)
+        if stage is not None and stage.settings == settings and stage.data is data:
+            return stage
+        saved = self._pending_stage_states.pop(name, None)
+        if stage is not None:
+            saved = {"settings": asdict(stage.settings), **stage.state_dict()}
+        cls = ControllerStage if name == "stage1" else GroundGANStage
+        new = cls(self.module, data, settings, self._rng)
+        if saved is not None:
+            new.load_state_dict(saved, same_schedule=saved["settings"] == asdict(settings))
+        new.fast_forward(self.steps_[name], keep_loaded=saved is not None)
+        self._stages[name] = new
+        return new
+
+    def _training_tensor(self) -> torch.Tensor:
+        if self.adata is None:
+            raise InvalidInputError(
+                "this model has no training data: pass adata to GroundGAN.load to train it"
+            )
+        X = to_dense(matrix_of(self.adata, self._layer)).astype(np.float32, copy=False)
+        if X.shape[0] < MIN_CELLS:
+            raise InvalidInputError(
+                f"too few cells to train: {X.shape[0]} (at least {MIN_CELLS} are needed)"
+            )
+        return torch.from_numpy(np.ascontiguousarray(X))
+
+    @staticmethod
+    def _batch_size(batch_size: int, n_cells: int) -> int:
+        check_positive_int(batch_size, "batch_size")
+        if batch_size > n_cells:
+            warnings.warn(
+                f"batch size {batch_size} exceeds the {n_cells} training cells; using {n_cells}",
+                UserWarning,
+                stacklevel=3,
+            )
+            return n_cells
+        return batch_size
+
+    # sampling ------------------------------------------------------------------------------
+    def sample(
+        self,
+        n_cells: int,
+        seed: int | None = None,
+        path: str | Path | None = None,
+        chunk_size: int | None = None,
+    ) -> AnnData:
+        """Simulate ``n_cells`` cells.
+
+        Cells are generated in blocks of ``sample_block_size`` (BatchNorm with batch
+        statistics, as in the paper); the last block is drawn in full and trimmed, so
+        ``sample(10, seed=0)`` is the first 10 cells of ``sample(5000, seed=0)``.
+
+        Parameters
+        ----------
+        n_cells
+            Number of cells.
+        seed
+            Same seed (on the same device) -> identical cells. ``None`` draws one (recorded).
+        path, chunk_size
+            Stream the cells into an ``.h5ad`` file at ``path``, ``chunk_size`` cells (rounded
+            up to whole blocks) at a time, with memory bounded by the chunk; the returned
+            AnnData is then backed by that file.
+
+        Returns
+        -------
+        AnnData with the training genes (``var["grn_role"]``: ``"tf"``/``"target"``), float32
+        values >= 0 summing to the library size per cell, ``obs["simulated"]``, and in ``uns``:
+        ``"groundgan"`` (model, version, seed, steps) and ``"groundgan_grn"`` (the imposed GRN,
+        the ground truth of these cells).
+        """
+        n_cells = check_positive_int(n_cells, "n_cells")
+        if not self.is_trained_:
+            warnings.warn("sampling from a model whose stage 2 is untrained", UserWarning, stacklevel=2)
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**31 - 1))
+        return _sampling.sample(self, n_cells, int(seed), path, chunk_size)
+
+    # perturbation --------------------------------------------------------------------------
+    def replay_state(self, n_cells: int, seed: int | None = None) -> _perturb.ReplayState:
+        """The state that determines ``n_cells`` control cells, for exact, reusable replay.
+
+        It holds the causal controller's noise, the target generators' noise, the TF expression,
+        the per-cell LSN scale and the BatchNorm statistics of the control pass (per block of
+        ``sample_block_size`` cells). Save it with ``state.save(path)`` and restore it with
+        ``ReplayState.load(path)``.
+        """
+        return _perturb.replay_state(self, n_cells, seed)
+
+    def perturb(
+        self,
+        perturbations,
+        n_cells: int | None = None,
+        seed: int | None = None,
+        mode: Literal["set", "scale"] = "set",
+        state: _perturb.ReplayState | None = None,
+    ):
+        """In-silico perturbation of TFs with exact replay; returns matched cells as MuData.
+
+        See :func:`groundgan.model._perturb.perturb` for the semantics.
+        """
+        return _perturb.perturb(self, perturbations, n_cells, seed, mode, state)
+
+    # persistence ---------------------------------------------------------------------------
+    def save(self, dir_path: str | Path, overwrite: bool = False) -> None:
+        """Write the model to a directory: weights (state dicts), ``model.json``, genes, GRN.
+
+        No pickled Python objects: weights load with ``torch.load(weights_only=True)``.
+        """
+        _io.save_model(self, Path(dir_path), overwrite)
+
+    @classmethod
+    def load(
+        cls, dir_path: str | Path, adata: AnnData | None = None, device: str = "cpu"
+    ) -> GroundGAN:
+        """Restore a model written by :meth:`save`; it samples identically.
+
+        With ``adata`` (same genes, in the same order) the model can also be trained further;
+        ``adata`` is set up with the saved GRN when it is not set up yet.
+        """
+        return _io.load_model(cls, Path(dir_path), adata, device)
+
+    def _state(self) -> dict[str, Any]:
+        """JSON-serialisable description (init parameters, steps, layout summary)."""
+        return {
+            "model": type(self).__name__,
+            "version": __version__,
+            "init_params": self.init_params_,
+            "library_size": self.library_size,
+            "layer": self._layer,
+            "steps": dict(self.steps_),
+        }

@@ -1,0 +1,17 @@
+"""Torch modules of GRouNdGAN. They know nothing of AnnData: genes are column indices."""
+
+from ._blocks import MLP, DenseLayer, LibrarySizeNormalization
+from ._networks import CausalController, Critic, GenerationRecord, GroundGANModule, Labeler
+from ._target_generators import TargetGenerators
+
+__all__ = [
+    "MLP",
+    "CausalController",
+    "Critic",
+    "DenseLayer",
+    "GenerationRecord",
+    "GroundGANModule",
+    "Labeler",
+    "LibrarySizeNormalization",
+    "TargetGenerators",
+]

@@ -1,0 +1,494 @@
+"""What the statistical baselines share: setup, per-label fitting, sampling, save/load.
+
+A subclass fits one model per group of cells (one group, or one per label of ``labels_key``)
+by implementing :meth:`_StatisticalBaseline._fit_group` and
+:meth:`_StatisticalBaseline._sample_group`; everything that touches AnnData lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._validation import (
+    InvalidInputError,
+    check_finite_nonnegative,
+    check_positive_int,
+    check_raw_counts,
+    check_unique,
+    format_names,
+    matrix_of,
+    to_dense,
+)
+from .._version import __version__
+
+#: Library size of the sampled cells when the training data do not record one.
+DEFAULT_LIBRARY_SIZE = 20_000.0
+#: Cells sampled when neither ``n_cells`` nor ``labels`` are given.
+DEFAULT_N_CELLS = 1000
+#: Rounds of redrawing cells whose sampled counts are all zero.
+MAX_REDRAWS = 100
+
+_META_FILE, _PARAMS_FILE, _GENES_FILE = "model.json", "params.npz", "var_names.txt"
+
+
+class NotTrainedError(InvalidInputError):
+    """The model has to be trained (or loaded trained) first."""
+
+
+class _StatisticalBaseline:
+    """Base class of the statistical simulators (not public; see ScDesign2 and SPARSim)."""
+
+    #: One line naming the model for ``repr`` and the docs.
+    _description: ClassVar[str] = ""
+
+    # ------------------------------------------------------------------------- setup
+    @classmethod
+    def setup_key(cls) -> str:
+        """Key of the setup record in ``adata.uns``."""
+        return f"groundgan_setup_{cls.__name__}"
+
+    @classmethod
+    def setup_anndata(
+        cls, adata: AnnData, labels_key: str | None = None, layer: str | None = None
+    ) -> None:
+        """Validate ``adata`` and record where the counts (and labels) live.
+
+        The counts are ``layers[layer]``; with ``layer=None``, ``layers["counts"]`` when present
+        (raw counts, as written by ``gg.pp.preprocess``), otherwise ``X`` rounded to integers
+        (the paper rounded the library-size-normalised matrix before fitting scDesign2). A
+        named layer must hold raw integer counts. Nothing is written when a check fails.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes.
+        labels_key
+            Column of ``adata.obs`` with cell labels (clusters, cell types): one model per label
+            and conditional sampling. ``None``: one model for all cells.
+        layer
+            Layer with raw counts; see above for ``None``.
+
+        Writes ``adata.uns["groundgan_setup_<model name>"]``.
+        """
+        if not isinstance(adata, AnnData):
+            raise InvalidInputError(f"adata must be an AnnData, got {type(adata).__name__}")
+        if adata.n_obs < 2 or adata.n_vars < 1:
+            raise InvalidInputError(
+                f"adata needs at least 2 cells and 1 gene, got {adata.n_obs} x {adata.n_vars}"
+            )
+        check_unique(list(map(str, adata.var_names)), "var_names")
+        if layer is None and "counts" in adata.layers:
+            layer = "counts"
+        X = matrix_of(adata, layer)
+        if layer is None:
+            check_finite_nonnegative(X, "adata.X")
+            integer = _is_integer_valued(X)
+            source = "X (integer counts)" if integer else "X rounded to integers"
+        else:
+            check_raw_counts(X, f"adata.layers[{layer!r}]")
+            source = f"layers[{layer!r}] (raw counts)"
+        if labels_key is not None:
+            _check_labels(adata, labels_key)
+        record: dict[str, Any] = {"count_source": source}
+        if layer is not None:
+            record["layer"] = layer
+        if labels_key is not None:
+            record["labels_key"] = labels_key
+        adata.uns[cls.setup_key()] = record
+
+    # ------------------------------------------------------------------------- init
+    def __init__(self, adata: AnnData, library_size: float | None = None, **init_params: Any):
+        if not isinstance(adata, AnnData):
+            raise InvalidInputError(f"adata must be an AnnData, got {type(adata).__name__}")
+        key = self.setup_key()
+        if key not in adata.uns:
+            raise InvalidInputError(
+                f"adata was not set up for {type(self).__name__}: call "
+                f"gg.baselines.{type(self).__name__}.setup_anndata(adata) first"
+            )
+        record = dict(adata.uns[key])
+        labels_key = record.get("labels_key")
+        if labels_key is not None:
+            _check_labels(adata, labels_key)
+        self.adata: AnnData | None = adata
+        self.layer: str | None = record.get("layer")
+        self.labels_key: str | None = labels_key
+        self.count_source: str = str(record["count_source"])
+        self.library_size = _resolve_library_size(adata, library_size)
+        self.var_names = pd.Index(list(map(str, adata.var_names)))
+        self.init_params_: dict[str, Any] = dict(init_params)
+        self.n_cells_train_ = int(adata.n_obs)
+        self.groups_: list[str] = []
+        self.group_sizes_: list[int] = []
+        self.params_: list[dict[str, np.ndarray]] = []
+        self.train_seed_: int | None = None
+
+    @property
+    def is_trained_(self) -> bool:
+        return bool(self.params_)
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.labels_key is not None
+
+    # ------------------------------------------------------------------------- training
+    def train(self, seed: int = 0) -> None:
+        """Fit the model: one set of parameters per label (or one for all cells).
+
+        Parameters
+        ----------
+        seed
+            Seeds the randomness of fitting (e.g. randomised probability integral transform).
+        """
+        if self.adata is None:
+            raise InvalidInputError(
+                "no training data: this model was loaded without adata; pass adata to load()"
+            )
+        adata = self.adata
+        matrix = matrix_of(adata, self.layer)
+        check_finite_nonnegative(matrix, "training data")
+        labels = self._training_labels(adata)
+        rng = np.random.default_rng(seed)
+        groups, sizes, params = [], [], []
+        for group, rows in labels.items():
+            counts = np.rint(to_dense(matrix[rows])).astype(np.float64)
+            if counts.sum() == 0:
+                raise InvalidInputError(
+                    f"cells of {self._group_name(group)} have no counts at all; drop them first"
+                )
+            groups.append(group)
+            sizes.append(len(rows))
+            params.append(self._fit_group(counts, rng))
+        self.groups_, self.group_sizes_, self.params_ = groups, sizes, params
+        self.n_cells_train_ = int(adata.n_obs)
+        self.train_seed_ = int(seed)
+
+    def _training_labels(self, adata: AnnData) -> dict[str, np.ndarray]:
+        """Row indices per group (one group ``"all"`` without labels), in category order."""
+        if self.labels_key is None:
+            return {"all": np.arange(adata.n_obs)}
+        _check_labels(adata, self.labels_key)
+        labels = adata.obs[self.labels_key]
+        order = _label_order(labels)
+        values = labels.astype(str).to_numpy()
+        return {g: np.flatnonzero(values == g) for g in order if (values == g).any()}
+
+    def _group_name(self, group: str) -> str:
+        return "all cells" if self.labels_key is None else f"label {group!r}"
+
+    def _fit_group(self, counts: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Fit one group's parameters from its counts (cells x genes, integers as float)."""
+        raise NotImplementedError
+
+    def _sample_group(
+        self, params: dict[str, np.ndarray], n_cells: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Draw ``n_cells`` count vectors (cells x genes) from one group's parameters."""
+        raise NotImplementedError
+
+    def _expected_counts(self, params: dict[str, np.ndarray]) -> np.ndarray:
+        """Expected count per gene under one group's parameters."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------- sampling
+    def sample(
+        self,
+        n_cells: int | None = None,
+        seed: int | None = 0,
+        labels: Mapping[str, int] | None = None,
+    ) -> AnnData:
+        """Simulate cells.
+
+        Parameters
+        ----------
+        n_cells
+            Number of cells; ``None`` means 1000, or the total of ``labels``.
+        seed
+            Same seed -> identical cells. ``None`` draws one (recorded in ``uns``).
+        labels
+            Conditional models only: cells per label, e.g. ``{"CD14+ Monocyte": 100}``
+            (honoured exactly; labels left out get no cells). ``None``: ``n_cells`` split by the
+            training ratios (largest remainder rounding).
+
+        Returns
+        -------
+        AnnData with the training genes; ``X``: float32 counts normalised per cell to
+        ``library_size``; ``layers["counts"]``: the sampled counts; ``obs["simulated"]``
+        (``True``) and ``obs[labels_key]`` for conditional models (cells grouped by label);
+        ``uns["groundgan"]``: model name, version, seed, library size and count source.
+        """
+        if not self.is_trained_:
+            raise NotTrainedError(
+                f"{type(self).__name__} is not trained: call model.train() before sample()"
+            )
+        per_group = self._cells_per_group(n_cells, labels)
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**31 - 1))
+        rng = np.random.default_rng(seed)
+        blocks, block_labels = [], []
+        for group, params, n in zip(self.groups_, self.params_, per_group, strict=True):
+            if n == 0:
+                continue
+            blocks.append(self._sample_nonempty(params, int(n), rng))
+            block_labels += [group] * int(n)
+        counts = np.concatenate(blocks, axis=0)
+        return self._to_anndata(counts, block_labels, int(seed))
+
+    def _cells_per_group(self, n_cells, labels) -> np.ndarray:
+        if n_cells is not None:
+            n_cells = check_positive_int(n_cells, "n_cells")
+        if labels is None:
+            total = DEFAULT_N_CELLS if n_cells is None else n_cells
+            return _largest_remainder(np.asarray(self.group_sizes_, dtype=float), total)
+        if not self.is_conditional:
+            raise InvalidInputError(
+                f"labels were requested but this {type(self).__name__} was set up without "
+                "labels_key; set it up with labels_key=... for conditional sampling"
+            )
+        if not isinstance(labels, Mapping):
+            raise InvalidInputError(
+                f"labels must be a dict label -> n_cells, got {type(labels).__name__}"
+            )
+        requested = {str(k): v for k, v in labels.items()}
+        unknown = [k for k in requested if k not in self.groups_]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown labels in labels: {format_names(unknown)} (labels of "
+                f"{self.labels_key!r}: {format_names(self.groups_)})"
+            )
+        for label, count in requested.items():
+            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+                raise InvalidInputError(
+                    f"labels[{label!r}] must be a non-negative integer, got {count!r}"
+                )
+        per_group = np.array([int(requested.get(g, 0)) for g in self.groups_])
+        if per_group.sum() == 0:
+            raise InvalidInputError("labels asks for 0 cells in total")
+        if n_cells is not None and n_cells != per_group.sum():
+            raise InvalidInputError(
+                f"n_cells={n_cells} differs from the {per_group.sum()} cells asked for in "
+                "labels; leave n_cells out"
+            )
+        return per_group
+
+    def _sample_nonempty(self, params, n_cells: int, rng: np.random.Generator) -> np.ndarray:
+        """Sample cells, redrawing those whose counts are all zero (they cannot be normalised)."""
+        counts = self._sample_group(params, n_cells, rng)
+        for _ in range(MAX_REDRAWS):
+            empty = np.flatnonzero(counts.sum(axis=1) == 0)
+            if empty.size == 0:
+                return counts
+            counts[empty] = self._sample_group(params, empty.size, rng)
+        empty = np.flatnonzero(counts.sum(axis=1) == 0)
+        if empty.size:
+            warnings.warn(
+                f"{empty.size} sampled cells stayed empty after {MAX_REDRAWS} redraws; each "
+                "gets one count of the group's most expressed gene",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            counts[empty, int(np.argmax(self._expected_counts(params)))] = 1
+        return counts
+
+    def _to_anndata(self, counts: np.ndarray, labels: list[str], seed: int) -> AnnData:
+        totals = counts.sum(axis=1, keepdims=True)
+        X = (counts * (self.library_size / totals)).astype(np.float32)
+        obs = pd.DataFrame(index=[f"sim_{i}" for i in range(counts.shape[0])])
+        obs["simulated"] = True
+        if self.is_conditional:
+            obs[self.labels_key] = pd.Categorical(labels, categories=self.groups_)
+        sim = AnnData(X=X, obs=obs, var=pd.DataFrame(index=self.var_names.copy()))
+        sim.layers["counts"] = counts.astype(np.float32)
+        sim.uns["groundgan"] = {
+            "model": type(self).__name__,
+            "version": __version__,
+            "seed": seed,
+            "library_size": self.library_size,
+            "count_source": self.count_source,
+        }
+        if self.is_conditional:
+            sim.uns["groundgan"]["labels_key"] = self.labels_key
+        return sim
+
+    # ------------------------------------------------------------------------- persistence
+    def save(self, dir_path: str | Path, overwrite: bool = False) -> None:
+        """Write the model to a directory: ``model.json``, ``params.npz``, ``var_names.txt``.
+
+        No pickles: arrays are plain ``.npy`` entries of an ``.npz`` file, loaded with
+        ``allow_pickle=False``.
+        """
+        path = Path(dir_path)
+        if path.exists() and not path.is_dir():
+            raise InvalidInputError(f"{str(path)!r} exists and is not a directory")
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise InvalidInputError(
+                f"{str(path)!r} exists and is not empty; pass overwrite=True to replace it"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            f"group{i}__{name}": np.asarray(value)
+            for i, params in enumerate(self.params_)
+            for name, value in params.items()
+        }
+        np.savez(path / _PARAMS_FILE, **arrays)
+        (path / _GENES_FILE).write_text("\n".join(self.var_names) + "\n", encoding="utf-8")
+        (path / _META_FILE).write_text(json.dumps(self._metadata(), indent=2), encoding="utf-8")
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "model": type(self).__name__,
+            "version": __version__,
+            "init_params": self.init_params_,
+            "library_size": self.library_size,
+            "layer": self.layer,
+            "labels_key": self.labels_key,
+            "count_source": self.count_source,
+            "n_cells_train": self.n_cells_train_,
+            "train_seed": self.train_seed_,
+            "groups": self.groups_,
+            "group_sizes": self.group_sizes_,
+            "param_names": [sorted(p) for p in self.params_],
+        }
+
+    @classmethod
+    def load(cls, dir_path: str | Path, adata: AnnData | None = None):
+        """Restore a model written by :meth:`save`; it samples identically.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            Optional data to attach (for further training); its genes must be the model's, in
+            the same order. It is set up for this model when it is not yet.
+        """
+        path = Path(dir_path)
+        if not (path / _META_FILE).is_file():
+            raise InvalidInputError(f"{str(path)!r} holds no saved model ({_META_FILE} missing)")
+        meta = json.loads((path / _META_FILE).read_text(encoding="utf-8"))
+        if meta.get("model") != cls.__name__:
+            raise InvalidInputError(
+                f"{str(path)!r} holds a {meta.get('model')} model, not {cls.__name__}"
+            )
+        var_names = (path / _GENES_FILE).read_text(encoding="utf-8").splitlines()
+        if adata is not None:
+            _check_same_genes(adata, var_names)
+        model = cls.__new__(cls)
+        model.adata = adata
+        model.layer = meta["layer"]
+        model.labels_key = meta["labels_key"]
+        model.count_source = meta["count_source"]
+        model.library_size = float(meta["library_size"])
+        model.var_names = pd.Index(var_names)
+        model.init_params_ = dict(meta["init_params"])
+        model.n_cells_train_ = int(meta["n_cells_train"])
+        model.train_seed_ = meta["train_seed"]
+        model.groups_ = list(meta["groups"])
+        model.group_sizes_ = [int(n) for n in meta["group_sizes"]]
+        with np.load(path / _PARAMS_FILE, allow_pickle=False) as stored:
+            model.params_ = [
+                {name: stored[f"group{i}__{name}"] for name in names}
+                for i, names in enumerate(meta["param_names"])
+            ]
+        if adata is not None and cls.setup_key() not in adata.uns:
+            cls.setup_anndata(adata, labels_key=model.labels_key, layer=model.layer)
+        return model
+
+    # ------------------------------------------------------------------------- display
+    def _summary_lines(self) -> list[str]:
+        """Model-specific lines for ``repr`` (trained models only)."""
+        return []
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        lines = [
+            f"{name}: {self._description}",
+            f"  genes: {len(self.var_names)}; training cells: {self.n_cells_train_}; "
+            f"counts from {self.count_source}",
+            f"  sampled cells normalised to library size {self.library_size:g}",
+        ]
+        if self.is_conditional:
+            lines.append(f"  conditional on obs[{self.labels_key!r}]: {len(self.groups_)} labels")
+        params = ", ".join(f"{k}={v!r}" for k, v in self.init_params_.items())
+        lines.append(f"  parameters: {params}")
+        if self.is_trained_:
+            lines += ["  trained: yes"] + [f"  {line}" for line in self._summary_lines()]
+        else:
+            lines.append("  trained: no (call model.train())")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _is_integer_valued(X) -> bool:
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    return bool(np.allclose(values, np.round(values), atol=1e-6)) if values.size else True
+
+
+def _check_labels(adata: AnnData, labels_key: str) -> None:
+    if labels_key not in adata.obs.columns:
+        raise InvalidInputError(
+            f"labels_key {labels_key!r} not found in adata.obs (columns: "
+            f"{format_names(list(adata.obs.columns))})"
+        )
+    missing = adata.obs[labels_key].isna()
+    if missing.any():
+        raise InvalidInputError(
+            f"adata.obs[{labels_key!r}] has {int(missing.sum())} missing labels"
+        )
+
+
+def _label_order(labels: pd.Series) -> list[str]:
+    """Labels in category order (categoricals) or sorted order, as strings."""
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        return [str(c) for c in labels.cat.categories]
+    return sorted(set(labels.astype(str)))
+
+
+def _resolve_library_size(adata: AnnData, library_size: float | None) -> float:
+    if library_size is None:
+        recorded = adata.uns.get("groundgan_preprocess", {})
+        library_size = recorded.get("library_size", DEFAULT_LIBRARY_SIZE)
+    valid = isinstance(library_size, (int, float, np.number)) and not isinstance(library_size, bool)
+    if not valid or not np.isfinite(library_size) or library_size <= 0:
+        raise InvalidInputError(f"library_size must be a positive number, got {library_size!r}")
+    return float(library_size)
+
+
+def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` in proportion to ``weights`` into integers that add up exactly."""
+    exact = weights / weights.sum() * total
+    counts = np.floor(exact).astype(int)
+    short = total - counts.sum()
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[:short]] += 1
+    return counts
+
+
+def _check_same_genes(adata: AnnData, var_names: list[str]) -> None:
+    genes = list(map(str, adata.var_names))
+    if genes == var_names:
+        return
+    in_data, in_model = set(genes), set(var_names)
+    missing = [g for g in var_names if g not in in_data]
+    extra = [g for g in genes if g not in in_model]
+    detail = []
+    if missing:
+        detail.append(f"missing from adata: {format_names(missing)}")
+    if extra:
+        detail.append(f"not in the model: {format_names(extra)}")
+    if not detail:
+        detail.append("same genes in a different order; reorder adata with adata[:, model_genes]")
+    raise InvalidInputError(
+        f"adata's genes do not match the saved model's {len(var_names)} genes: " + "; ".join(detail)
+    )

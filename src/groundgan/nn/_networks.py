@@ -1,0 +1,154 @@
+"""The five networks of GRouNdGAN and the module that holds them.
+
+``GroundGANModule`` knows genes only as column indices: ``tf_index`` and ``target_index`` place
+the TFs and the targets into the cell vector (the data's gene order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ._blocks import MLP, BatchStats, LibrarySizeNormalization
+from ._target_generators import TargetGenerators
+
+
+class CausalController(MLP):
+    """WGAN-GP generator of whole cells (stage 1); afterwards frozen and read at its TF columns.
+
+    ``noise (batch, latent_dim) -> hidden (Linear, BatchNorm, ReLU) -> n_genes`` with ReLU output;
+    LSN is applied outside so that its pre-LSN output can feed the target generators.
+    """
+
+    def __init__(self, latent_dim: int, hidden: Sequence[int], n_genes: int):
+        super().__init__(latent_dim, hidden, n_genes, batch_norm=True, relu_output=True)
+        self.latent_dim = latent_dim
+
+
+class Critic(MLP):
+    """WGAN critic: ``cells -> hidden (Linear, ReLU; no BatchNorm) -> 1``."""
+
+    def __init__(self, n_genes: int, hidden: Sequence[int]):
+        super().__init__(n_genes, hidden, 1, batch_norm=False, relu_output=False)
+
+
+class Labeler(MLP):
+    """Predicts TF expression from target expression (labeler and anti-labeler)."""
+
+    def __init__(self, n_targets: int, hidden: Sequence[int], n_tfs: int):
+        super().__init__(n_targets, hidden, n_tfs, batch_norm=True, relu_output=False)
+
+
+@dataclass
+class GenerationRecord:
+    """Everything that determines a batch of generated cells, for exact replay.
+
+    Shapes: ``controller_noise`` (cells, latent_dim), ``target_noise`` (cells, n_targets),
+    ``tf_expression`` (cells, n_tfs; pre-LSN), ``lsn_scale`` (cells, 1); BatchNorm statistics
+    (mean, variance) of every BatchNorm layer of the controller and of the target generators.
+    """
+
+    controller_noise: Tensor
+    target_noise: Tensor
+    tf_expression: Tensor
+    lsn_scale: Tensor
+    controller_stats: list[BatchStats]
+    target_stats: list[BatchStats]
+
+
+class GroundGANModule(nn.Module):
+    """All networks of a GroundGAN model.
+
+    Parameters
+    ----------
+    n_genes
+        Genes per cell (TFs and targets).
+    tf_index, target_index
+        Positions of the TFs and of the targets in the cell vector.
+    regulators
+        Per target (in ``target_index`` order), the indices of its TFs in ``tf_index`` order.
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        tf_index: Sequence[int],
+        target_index: Sequence[int],
+        regulators: Sequence[Sequence[int]],
+        *,
+        latent_dim: int,
+        controller_hidden: Sequence[int],
+        critic_hidden: Sequence[int],
+        labeler_hidden: Sequence[int],
+        depth: int,
+        width: float,
+        library_size: float,
+    ):
+        super().__init__()
+        n_tfs, n_targets = len(tf_index), len(target_index)
+        self.register_buffer("tf_index", torch.as_tensor(tf_index, dtype=torch.long))
+        self.register_buffer("target_index", torch.as_tensor(target_index, dtype=torch.long))
+        self.controller = CausalController(latent_dim, controller_hidden, n_genes)
+        self.controller_critic = Critic(n_genes, critic_hidden)
+        self.target_generators = TargetGenerators(regulators, depth=depth, width=width)
+        self.critic = Critic(n_genes, critic_hidden)
+        self.labeler = Labeler(n_targets, labeler_hidden, n_tfs)
+        self.antilabeler = Labeler(n_targets, labeler_hidden, n_tfs)
+        self.lsn = LibrarySizeNormalization(library_size)
+        self.n_genes, self.n_tfs, self.n_targets = n_genes, n_tfs, n_targets
+
+    # stage 1 -----------------------------------------------------------------------------
+    def generate_stage1(self, noise: Tensor) -> Tensor:
+        """Whole cells from the causal controller alone, library-size normalised (scGAN)."""
+        return self.lsn(self.controller(noise))
+
+    # stage 2 -----------------------------------------------------------------------------
+    def tf_expression(
+        self,
+        noise: Tensor,
+        stats: Sequence[BatchStats] | None = None,
+        record: list[BatchStats] | None = None,
+    ) -> Tensor:
+        """Pre-LSN TF expression from the causal controller: (batch, n_tfs)."""
+        return self.controller(noise, stats, record)[:, self.tf_index]
+
+    def assemble(self, tf_expression: Tensor, target_expression: Tensor) -> Tensor:
+        """Place TF and target columns into whole (pre-LSN) cells in the data's gene order."""
+        cells = tf_expression.new_empty(tf_expression.shape[0], self.n_genes)
+        cells[:, self.tf_index] = tf_expression
+        cells[:, self.target_index] = target_expression
+        return cells
+
+    def generate(self, controller_noise: Tensor, target_noise: Tensor) -> Tensor:
+        """Cells of the full model: controller -> TFs -> target generators -> LSN."""
+        tfs = self.tf_expression(controller_noise)
+        targets = self.target_generators(tfs, target_noise)
+        return self.lsn(self.assemble(tfs, targets))
+
+    def generate_recorded(
+        self, controller_noise: Tensor, target_noise: Tensor
+    ) -> tuple[Tensor, GenerationRecord]:
+        """:meth:`generate`, also returning what is needed to replay the cells exactly."""
+        controller_stats: list[BatchStats] = []
+        target_stats: list[BatchStats] = []
+        tfs = self.tf_expression(controller_noise, record=controller_stats)
+        targets = self.target_generators(tfs, target_noise, record=target_stats)
+        raw = self.assemble(tfs, targets)
+        scale = self.lsn.scale(raw)
+        record = GenerationRecord(
+            controller_noise, target_noise, tfs, scale, controller_stats, target_stats
+        )
+        return raw * scale, record
+
+    def replay(self, record: GenerationRecord, tf_expression: Tensor | None = None) -> Tensor:
+        """Re-run the target generators from ``record`` with (optionally changed) pre-LSN TFs.
+
+        Noise, BatchNorm statistics and the per-cell LSN scale are replayed, so with
+        ``tf_expression=None`` the recorded cells come back exactly.
+        """
+        tfs = record.tf_expression if tf_expression is None else tf_expression
+        targets = self.target_generators(tfs, record.target_noise, stats=record.target_stats)
+        return self.assemble(tfs, targets) * record.lsn_scale

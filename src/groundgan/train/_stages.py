@@ -1,0 +1,271 @@
+"""WGAN-GP training stages: a step is ``n_critic`` critic updates and one generator update.
+
+The stages know networks and tensors only (no genes, no AnnData). Each step returns its losses
+as one detached device tensor, so the loop can log them without a host sync per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..nn import GroundGANModule
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """Hyperparameters of one training stage (defaults: the paper's stage 2)."""
+
+    max_steps: int = 1_000_000
+    batch_size: int = 1024
+    n_critic: int = 5
+    gp_lambda: float = 10.0
+    lr_generator: float = 1e-3
+    lr_generator_final: float = 1e-4
+    lr_critic: float = 1e-3
+    lr_critic_final: float = 1e-3
+    lr_labeler: float = 1e-4
+    weight_decay: float = 0.01
+
+
+def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with AMSGrad and betas (0.5, 0.9), as in the paper."""
+    return torch.optim.AdamW(
+        [p for p in params if p.requires_grad],
+        lr=lr,
+        betas=(0.5, 0.9),
+        amsgrad=True,
+        weight_decay=weight_decay,
+    )
+
+
+def exponential_decay(
+    optimizer: torch.optim.Optimizer, lr: float, lr_final: float, max_steps: int
+) -> torch.optim.lr_scheduler.ExponentialLR:
+    """Decay from ``lr`` to ``lr_final`` over ``max_steps`` steps: gamma = (final/lr)^(1/steps)."""
+    gamma = (lr_final / lr) ** (1.0 / max(max_steps, 1))
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, eps: Tensor) -> Tensor:
+    """``mean((||grad D(x_hat)||_2 - 1)^2)`` at ``x_hat = eps * real + (1 - eps) * fake``."""
+    interpolated = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    scores = critic(interpolated)
+    (grad,) = torch.autograd.grad(scores.sum(), interpolated, create_graph=True)
+    return ((grad.norm(2, dim=1) - 1) ** 2).mean()
+
+
+class WGANGPStage:
+    """One WGAN-GP stage over resident training data.
+
+    Subclasses say how fake cells are generated (:meth:`generate`), which parameters the
+    generator optimiser updates and which critic judges; they may add generator losses.
+    """
+
+    name = "stage"
+    metric_names: tuple[str, ...] = ("critic_loss", "wasserstein", "gradient_penalty", "generator_loss")
+
+    def __init__(
+        self,
+        module: GroundGANModule,
+        data: Tensor,
+        settings: StageSettings,
+        rng: torch.Generator,
+    ):
+        self.module, self.data, self.settings, self.rng = module, data, settings, rng
+        self.completed_steps = 0
+        self._schedule_loaded = False
+        s = settings
+        self.critic_optimizer = make_optimizer(self.critic.parameters(), s.lr_critic, s.weight_decay)
+        self.generator_optimizer = make_optimizer(
+            self.generator_parameters(), s.lr_generator, s.weight_decay
+        )
+        self.schedulers = [
+            exponential_decay(self.critic_optimizer, s.lr_critic, s.lr_critic_final, s.max_steps),
+            exponential_decay(
+                self.generator_optimizer, s.lr_generator, s.lr_generator_final, s.max_steps
+            ),
+        ]
+
+    # what subclasses define ----------------------------------------------------------------
+    @property
+    def critic(self) -> nn.Module:
+        raise NotImplementedError
+
+    def generator_parameters(self):
+        raise NotImplementedError
+
+    def generate(self, n: int) -> Tensor:
+        """``n`` fake cells (with gradients to the generator)."""
+        raise NotImplementedError
+
+    def extra_generator_losses(self, fake: Tensor, real: Tensor) -> list[Tensor]:
+        """Further generator losses (added to the adversarial one)."""
+        return []
+
+    def after_generator_step(self, fake: Tensor, real: Tensor) -> None:
+        """Update auxiliary networks from the step's (detached) fake and real cells."""
+
+    # the step ------------------------------------------------------------------------------
+    def real_batch(self) -> Tensor:
+        idx = torch.randint(
+            self.data.shape[0], (self.settings.batch_size,), generator=self.rng, device=self.data.device
+        )
+        return self.data[idx]
+
+    def critic_step(self) -> tuple[Tensor, Tensor, Tensor]:
+        real = self.real_batch()
+        with torch.no_grad():
+            fake = self.generate(real.shape[0])
+        eps = torch.rand(real.shape[0], 1, generator=self.rng, device=real.device)
+        wasserstein = self.critic(real).mean() - self.critic(fake).mean()
+        penalty = gradient_penalty(self.critic, real, fake, eps)
+        loss = -wasserstein + self.settings.gp_lambda * penalty
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_optimizer.step()
+        return loss.detach(), wasserstein.detach(), penalty.detach()
+
+    def generator_step(self) -> list[Tensor]:
+        real = self.real_batch()
+        fake = self.generate(real.shape[0])
+        adversarial = -self.critic(fake).mean()
+        extra = self.extra_generator_losses(fake, real)
+        loss = adversarial + sum(extra)
+        self.generator_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.generator_optimizer.step()
+        self.after_generator_step(fake.detach(), real)
+        return [loss.detach(), *(e.detach() for e in extra)]
+
+    def step(self) -> Tensor:
+        """One training step; returns the losses (see :attr:`metric_names`) as a device tensor."""
+        self.module.train()
+        for p in self.critic.parameters():
+            p.requires_grad_(True)
+        for _ in range(self.settings.n_critic):
+            critic_metrics = self.critic_step()
+        for p in self.critic.parameters():
+            p.requires_grad_(False)
+        generator_metrics = self.generator_step()
+        for scheduler in self.schedulers:
+            scheduler.step()
+        return torch.stack([*critic_metrics, *generator_metrics])
+
+    # state ---------------------------------------------------------------------------------
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"critic": self.critic_optimizer, "generator": self.generator_optimizer}
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+            "schedulers": [s.state_dict() for s in self.schedulers],
+        }
+
+    def load_state_dict(self, state: dict, same_schedule: bool = True) -> None:
+        """Restore optimisers; and the schedules when they were made with the same settings."""
+        for k, o in self.optimizers().items():
+            o.load_state_dict(state["optimizers"][k])
+        if same_schedule:
+            for s, s_state in zip(self.schedulers, state["schedulers"], strict=True):
+                s.load_state_dict(s_state)
+            self._schedule_loaded = True
+
+    def fast_forward(self, steps: int, keep_loaded: bool = False) -> None:
+        """Put the schedules at ``steps`` completed steps (closed form), unless loaded exactly."""
+        if keep_loaded and getattr(self, "_schedule_loaded", False):
+            return
+        for scheduler in self.schedulers:
+            scheduler.last_epoch = steps
+            for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = base * scheduler.gamma**steps
+            scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+
+
+class ControllerStage(WGANGPStage):
+    """Stage 1: the causal controller (with LSN) as the generator of a WGAN-GP on all genes."""
+
+    name = "stage1"
+
+    @property
+    def critic(self) -> nn.Module:
+        return self.module.controller_critic
+
+    def generator_parameters(self):
+        return self.module.controller.parameters()
+
+    def generate(self, n: int) -> Tensor:
+        noise = torch.randn(
+            n, self.module.controller.latent_dim, generator=self.rng, device=self.data.device
+        )
+        return self.module.generate_stage1(noise)
+
+
+class GroundGANStage(WGANGPStage):
+    """Stage 2: frozen causal controller -> target generators -> LSN, with labelers.
+
+    Generator loss: ``-mean D(fake) + MSE(labeler(targets), TFs) + MSE(antilabeler(targets), TFs)``.
+    The labeler learns on fake and real cells, the anti-labeler on fake cells, every step.
+    """
+
+    name = "stage2"
+    metric_names = WGANGPStage.metric_names + ("labeler_loss", "antilabeler_loss")
+
+    def __init__(self, module, data, settings, rng):
+        for p in module.controller.parameters():
+            p.requires_grad_(False)
+        super().__init__(module, data, settings, rng)
+        lr, wd = settings.lr_labeler, settings.weight_decay
+        self.labeler_optimizer = make_optimizer(module.labeler.parameters(), lr, wd)
+        self.antilabeler_optimizer = make_optimizer(module.antilabeler.parameters(), lr, wd)
+
+    @property
+    def critic(self) -> nn.Module:
+        return self.module.critic
+
+    def generator_parameters(self):
+        return self.module.target_generators.parameters()
+
+    def generate(self, n: int) -> Tensor:
+        m, device = self.module, self.data.device
+        controller_noise = torch.randn(n, m.controller.latent_dim, generator=self.rng, device=device)
+        target_noise = torch.randn(n, m.n_targets, generator=self.rng, device=device)
+        return m.generate(controller_noise, target_noise)
+
+    def split(self, cells: Tensor) -> tuple[Tensor, Tensor]:
+        """(targets, TFs) columns of cells."""
+        return cells[:, self.module.target_index], cells[:, self.module.tf_index]
+
+    def extra_generator_losses(self, fake: Tensor, real: Tensor) -> list[Tensor]:
+        m = self.module
+        fake_targets, fake_tfs = self.split(fake)
+        labeler_loss = F.mse_loss(m.labeler(fake_targets), fake_tfs)
+        antilabeler_loss = F.mse_loss(m.antilabeler(fake_targets), fake_tfs)
+        return [labeler_loss, antilabeler_loss]
+
+    def after_generator_step(self, fake: Tensor, real: Tensor) -> None:
+        """The labeler learns on fake and real cells, the anti-labeler on fake cells."""
+        m = self.module
+        fake_targets, fake_tfs = self.split(fake)
+        real_targets, real_tfs = self.split(real)
+        labeler_loss = F.mse_loss(m.labeler(fake_targets), fake_tfs) + F.mse_loss(
+            m.labeler(real_targets), real_tfs
+        )
+        antilabeler_loss = F.mse_loss(m.antilabeler(fake_targets), fake_tfs)
+        for optimizer, loss in (
+            (self.labeler_optimizer, labeler_loss),
+            (self.antilabeler_optimizer, antilabeler_loss),
+        ):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {
+            **super().optimizers(),
+            "labeler": self.labeler_optimizer,
+            "antilabeler": self.antilabeler_optimizer,
+        }

@@ -1,0 +1,153 @@
+"""Target generators: independence per gene, equivalence with the dense masked network, scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from groundgan.nn import GroundGANModule, TargetGenerators
+from groundgan.nn._blocks import BN_EPS
+
+
+def random_regulators(n_tfs: int, n_targets: int, max_degree: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [
+        sorted(rng.choice(n_tfs, size=rng.integers(1, max_degree + 1), replace=False).tolist())
+        for _ in range(n_targets)
+    ]
+
+
+@pytest.fixture
+def small_generators():
+    torch.manual_seed(0)
+    regulators = random_regulators(n_tfs=6, n_targets=9, max_degree=4)
+    return regulators, TargetGenerators(regulators, depth=3, width=2.0)
+
+
+def test_gradient_zero_for_non_regulators_and_other_noise(small_generators):
+    regulators, tg = small_generators
+    with torch.no_grad():  # keep every output above its ReLU so that gradients are informative
+        for group in tg.groups:
+            group.out_bias.fill_(10.0)
+    tfs = torch.randn(32, 6, requires_grad=True)
+    noise = torch.randn(32, 9, requires_grad=True)
+    out = tg(tfs, noise)
+    for j, regs in enumerate(regulators):
+        g_tf, g_noise = torch.autograd.grad(out[:, j].sum(), [tfs, noise], retain_graph=True)
+        per_tf = g_tf.abs().sum(0)
+        per_noise = g_noise.abs().sum(0)
+        others = [k for k in range(6) if k not in regs]
+        assert torch.all(per_tf[others] == 0), f"gene {j} depends on a non-regulator"
+        assert torch.all(per_tf[regs] > 0), f"gene {j} ignores a regulator"
+        assert per_noise[j] > 0
+        assert torch.all(per_noise[torch.arange(9) != j] == 0), f"gene {j} sees other noise"
+
+
+def dense_masked_forward(tg: TargetGenerators, regulators, tfs, noise):
+    """The reference implementation's formulation: dense layers over all genes' units, masked.
+
+    Input = [all TFs, all noise]; hidden layer l holds every gene's units side by side;
+    weights outside a gene's own block are zero. Built here from the block weights only.
+    """
+    n_tfs, n_targets = tfs.shape[1], noise.shape[1]
+    per_gene = {}
+    for gi, group in enumerate(tg.groups):
+        genes = getattr(tg, f"genes_{gi}").tolist()
+        for row, gene in enumerate(genes):
+            per_gene[gene] = [
+                [w[row] for w in group.weights],
+                [b[row, 0] for b in group.biases],
+                [w[row] for w in group.bn_weights],
+                [b[row] for b in group.bn_biases],
+                group.out_weight[row, :, 0],
+                group.out_bias[row, 0, 0],
+            ]
+    depth = len(tg.groups[0].weights)
+    widths = [per_gene[j][0][0].shape[1] for j in range(n_targets)]
+    total = sum(widths)
+    starts = np.cumsum([0, *widths])
+    first = torch.zeros(n_tfs + n_targets, total)
+    for j, regs in enumerate(regulators):
+        w0 = per_gene[j][0][0]
+        cols = slice(starts[j], starts[j + 1])
+        first[regs, cols] = w0[: len(regs)]
+        first[n_tfs + j, cols] = w0[len(regs)]
+    mask = (first != 0).float()
+    h = torch.cat([tfs, noise], dim=1) @ (first * mask)
+    for layer in range(depth):
+        if layer > 0:
+            h = h @ torch.block_diag(*[per_gene[j][0][layer] for j in range(n_targets)])
+        h = h + torch.cat([per_gene[j][1][layer] for j in range(n_targets)])
+        mean, var = h.mean(0), h.var(0, unbiased=False)
+        gamma = torch.cat([per_gene[j][2][layer] for j in range(n_targets)])
+        beta = torch.cat([per_gene[j][3][layer] for j in range(n_targets)])
+        h = F.relu((h - mean) / torch.sqrt(var + BN_EPS) * gamma + beta)
+    out_w = torch.zeros(total, n_targets)
+    for j in range(n_targets):
+        out_w[starts[j] : starts[j + 1], j] = per_gene[j][4]
+    out_b = torch.stack([per_gene[j][5] for j in range(n_targets)])
+    return F.relu(h @ out_w + out_b)
+
+
+def test_equivalent_to_dense_masked_network(small_generators):
+    regulators, tg = small_generators
+    with torch.no_grad():  # non-trivial BatchNorm affine parameters and biases
+        for p in tg.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    torch.manual_seed(1)
+    tfs, noise = torch.rand(64, 6) * 5, torch.randn(64, 9)
+    with torch.no_grad():
+        block = tg(tfs, noise)
+        dense = dense_masked_forward(tg, regulators, tfs, noise)
+    assert block.shape == (64, 9)
+    assert (block > 0).float().mean() > 0.2  # a meaningful comparison, not all zeros
+    torch.testing.assert_close(block, dense, atol=1e-5, rtol=1e-5)
+
+
+def test_hidden_width_follows_regulators_and_width():
+    tg = TargetGenerators([[0], [0, 1, 2]], depth=2, width=2.0)
+    widths = sorted(g.hidden_width for g in tg.groups)
+    assert widths == [4, 8]  # 2 x (1 + 1), 2 x (3 + 1)
+    assert all(len(g.weights) == 2 for g in tg.groups)
+
+
+def test_rejects_targets_without_regulators():
+    with pytest.raises(ValueError, match="regulator"):
+        TargetGenerators([[0], []])
+
+
+def test_pbmc_sized_model_is_small_and_trains_a_step_on_cpu():
+    """1,000 genes, 63 TFs, 937 targets x 15 TFs at the paper's settings for > 5,000 edges."""
+    from groundgan.train import GroundGANStage, StageSettings
+
+    n_tfs, n_targets = 63, 937
+    rng = np.random.default_rng(0)
+    regulators = [sorted(rng.choice(n_tfs, 15, replace=False).tolist()) for _ in range(n_targets)]
+    module = GroundGANModule(
+        n_genes=n_tfs + n_targets,
+        tf_index=list(range(n_tfs)),
+        target_index=list(range(n_tfs, n_tfs + n_targets)),
+        regulators=regulators,
+        latent_dim=128,
+        controller_hidden=(256, 512, 1024),
+        critic_hidden=(1024, 512, 256),
+        labeler_hidden=(2000, 2000, 2000),
+        depth=2,
+        width=1.0,
+        library_size=20_000,
+    )
+    n_params = sum(p.numel() for p in module.parameters())
+    tg_params = sum(p.numel() for p in module.target_generators.parameters())
+    assert n_params < 60_000_000
+    assert tg_params < 1_000_000  # the dense masked form has ~ (2 x 15,000)^2 per layer
+    data = torch.rand(1100, n_tfs + n_targets)
+    data = data / data.sum(1, keepdim=True) * 20_000
+    stage = GroundGANStage(module, data, StageSettings(max_steps=10, batch_size=1024, n_critic=1),
+                           torch.Generator().manual_seed(0))
+    before = [p.detach().clone() for p in module.target_generators.parameters()]
+    losses = stage.step()
+    assert torch.isfinite(losses).all()
+    after = list(module.target_generators.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
