@@ -87,6 +87,9 @@ def test_setup_records_where_the_counts_live(adata):
     assert record["labels_key"] == "bulk_labels"
     assert "raw counts" in record["count_source"]
 
+    ScDesign2.setup_anndata(adata, layer="X")  # the paper's choice: rounded normalised values
+    assert adata.uns["groundgan_setup_ScDesign2"]["count_source"] == "X rounded to integers"
+
     del adata.layers["counts"]
     SPARSim.setup_anndata(adata)
     record = adata.uns["groundgan_setup_SPARSim"]
@@ -266,6 +269,7 @@ def test_repr_is_readable(trained):
 
 @pytest.mark.parametrize("Model", [ScDesign2, SPARSim])
 def test_library_size_comes_from_preprocessing_record(adata, Model):
+    adata = adata[:, :50].copy()
     adata.uns["groundgan_preprocess"] = {"library_size": 10_000}
     Model.setup_anndata(adata)
     model = Model(adata)
@@ -315,6 +319,22 @@ def test_save_load_round_trip_samples_identically(trained, tmp_path):
     assert repr(restored) == repr(trained)
     with_data = type(trained).load(tmp_path / "model", adata=trained.adata)
     assert with_data.adata is trained.adata
+
+
+def test_loaded_model_trains_on_fresh_data(pbmc, tmp_path):
+    adata = pbmc[:, :50].copy()
+    ScDesign2.setup_anndata(adata, layer="X")
+    ScDesign2(adata).save(tmp_path)
+    fresh = adata.copy()
+    del fresh.uns["groundgan_setup_ScDesign2"]
+    model = ScDesign2.load(tmp_path, adata=fresh)
+    assert fresh.uns["groundgan_setup_ScDesign2"]["count_source"] == "X rounded to integers"
+    with pytest.raises(ValueError, match="not trained"):
+        model.sample(n_cells=5)
+    model.train()
+    assert model.sample(n_cells=5).n_obs == 5
+    with pytest.raises(ValueError, match="pass adata to load"):
+        ScDesign2.load(tmp_path).train()
 
 
 def test_save_refuses_existing_directory_without_overwrite(trained, tmp_path):

@@ -63,8 +63,8 @@ class _StatisticalBaseline:
         """Validate ``adata`` and record where the counts (and labels) live.
 
         The counts are ``layers[layer]``; with ``layer=None``, ``layers["counts"]`` when present
-        (raw counts, as written by ``gg.pp.preprocess``), otherwise ``X`` rounded to integers
-        (the paper rounded the library-size-normalised matrix before fitting scDesign2). A
+        (raw counts, as written by ``gg.pp.preprocess``), otherwise ``X`` rounded to integers;
+        ``layer="X"`` forces ``X`` rounded to integers (what the paper fitted scDesign2 on). A
         named layer must hold raw integer counts. Nothing is written when a check fails.
 
         Parameters
@@ -75,7 +75,7 @@ class _StatisticalBaseline:
             Column of ``adata.obs`` with cell labels (clusters, cell types): one model per label
             and conditional sampling. ``None``: one model for all cells.
         layer
-            Layer with raw counts; see above for ``None``.
+            Layer with raw counts, ``"X"`` for ``X`` (rounded), or ``None`` (see above).
 
         Writes ``adata.uns["groundgan_setup_<model name>"]``.
         """
@@ -88,6 +88,8 @@ class _StatisticalBaseline:
         check_unique(list(map(str, adata.var_names)), "var_names")
         if layer is None and "counts" in adata.layers:
             layer = "counts"
+        elif layer == "X":
+            layer = None
         X = matrix_of(adata, layer)
         if layer is None:
             check_finite_nonnegative(X, "adata.X")
@@ -154,6 +156,7 @@ class _StatisticalBaseline:
                 "no training data: this model was loaded without adata; pass adata to load()"
             )
         adata = self.adata
+        _check_same_genes(adata, list(self.var_names))
         matrix = matrix_of(adata, self.layer)
         check_finite_nonnegative(matrix, "training data")
         labels = self._training_labels(adata)
@@ -400,7 +403,8 @@ class _StatisticalBaseline:
                 for i, names in enumerate(meta["param_names"])
             ]
         if adata is not None and cls.setup_key() not in adata.uns:
-            cls.setup_anndata(adata, labels_key=model.labels_key, layer=model.layer)
+            layer = "X" if model.layer is None else model.layer
+            cls.setup_anndata(adata, labels_key=model.labels_key, layer=layer)
         return model
 
     # ------------------------------------------------------------------------- display
@@ -490,5 +494,5 @@ def _check_same_genes(adata: AnnData, var_names: list[str]) -> None:
     if not detail:
         detail.append("same genes in a different order; reorder adata with adata[:, model_genes]")
     raise InvalidInputError(
-        f"adata's genes do not match the saved model's {len(var_names)} genes: " + "; ".join(detail)
+        f"adata's genes do not match the model's {len(var_names)} genes: " + "; ".join(detail)
     )

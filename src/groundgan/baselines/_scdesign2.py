@@ -6,6 +6,7 @@ R package. See ``docs/baselines.md``.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -140,9 +141,10 @@ class ScDesign2(_StatisticalBaseline):
             in_copula[:] = False
         copula_genes = np.flatnonzero(in_copula)
         params["copula_genes"] = copula_genes
-        correlation = _copula_correlation(counts[:, copula_genes], params, copula_genes, rng)
-        params["correlation"] = correlation
-        params["cholesky"] = _cholesky(correlation)
+        with single_threaded_blas():
+            correlation = _copula_correlation(counts[:, copula_genes], params, copula_genes, rng)
+            params["correlation"] = correlation
+            params["cholesky"] = _cholesky(correlation)
         return params
 
     # ------------------------------------------------------------------------- sampling
@@ -151,7 +153,8 @@ class ScDesign2(_StatisticalBaseline):
         u = rng.random((n_cells, family.size))
         copula_genes = params["copula_genes"]
         if copula_genes.size:
-            z = rng.standard_normal((n_cells, copula_genes.size)) @ params["cholesky"].T
+            with single_threaded_blas():
+                z = rng.standard_normal((n_cells, copula_genes.size)) @ params["cholesky"].T
             u[:, copula_genes] = stats.norm.cdf(z)
         counts = np.zeros((n_cells, family.size))
         active = family != ZERO
@@ -174,6 +177,17 @@ class ScDesign2(_StatisticalBaseline):
 
 
 # ----------------------------------------------------------------------------- copula
+
+
+def single_threaded_blas() -> AbstractContextManager:
+    """Run BLAS/LAPACK on one thread: the copula matrices are small, and a multi-threaded
+    BLAS on a busy machine spends far longer waiting for its threads than computing (and the
+    results then do not depend on the thread count)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def randomized_pit(counts: np.ndarray, pi0, mu, theta, rng: np.random.Generator) -> np.ndarray:

@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from .._validation import InvalidInputError
 from ._base import _StatisticalBaseline
-from ._count_models import THETA_BOUNDS, fit_nb_theta
+from ._count_models import fit_nb_theta
 
 __all__ = ["SPARSim"]
 
@@ -134,7 +134,8 @@ def estimate_variability(counts: np.ndarray, depth: np.ndarray) -> np.ndarray:
 
     Maximum likelihood with ``mu_cg = p_g * depth_c``; the log dispersion is then a weighted
     average of the gene's own (weight ``n_cells - 1``) and the trend's (weight ``PRIOR_DF``),
-    an approximation of edgeR's empirical-Bayes tagwise dispersion. Genes without counts get 0.
+    an approximation of edgeR's empirical-Bayes tagwise dispersion. Genes without counts get 0
+    (and are never sampled: their intensity is 0).
     """
     expressed = counts.sum(axis=0) > 0
     phi = np.zeros(counts.shape[1])
@@ -149,7 +150,6 @@ def estimate_variability(counts: np.ndarray, depth: np.ndarray) -> np.ndarray:
     own_weight = max(counts.shape[0] - 1, 0)
     shrunk = (own_weight * log_phi + PRIOR_DF * trend) / (own_weight + PRIOR_DF)
     phi[expressed] = np.exp(shrunk)
-    phi[phi <= 1.0 / THETA_BOUNDS[1]] = 0.0
     return phi
 
 

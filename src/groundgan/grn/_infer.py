@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -112,16 +113,17 @@ def _dask_client(client) -> Iterator:
         return
     from distributed import Client, LocalCluster
 
-    with (
-        LocalCluster(
+    with warnings.catch_warnings():
+        # without a dashboard the scheduler still serves health checks, on port 8787 if free
+        warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
+        cluster = LocalCluster(
             n_workers=_n_cpus(),
             threads_per_worker=1,
             processes=False,
             dashboard_address=None,
             silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as local_client,
-    ):
+        )
+    with cluster, Client(cluster) as local_client:
         yield local_client
 
 

@@ -65,6 +65,12 @@ class GroundGAN:
     sample_block_size
         Cells are generated in blocks of this size (BatchNorm uses batch statistics), so a cell
         never depends on how many are asked for. Saved with the model.
+    calibrate_targets
+        Before stage 2, set each target generator's output layer so that its output starts
+        with the per-gene mean and spread of the causal controller's own (pre-LSN) output for
+        that gene. Not in the paper (which starts from He-initialised output layers); without
+        it the targets' total starts at an arbitrary scale and LSN distorts the TFs until the
+        generators have learned the scale. ``False`` reproduces the paper's initialisation.
     seed
         Seed of the weight initialisation.
 
@@ -87,6 +93,7 @@ class GroundGAN:
         depth: int | Literal["auto"] = "auto",
         width: float | Literal["auto"] = "auto",
         sample_block_size: int = 1024,
+        calibrate_targets: bool = True,
         seed: int = 0,
     ):
         layout, layer, library_size = read_setup(adata)
@@ -103,6 +110,7 @@ class GroundGAN:
                 depth=depth,
                 width=width,
                 sample_block_size=sample_block_size,
+                calibrate_targets=calibrate_targets,
                 seed=seed,
             ),
         )
@@ -113,6 +121,7 @@ class GroundGAN:
         self.init_params_ = init_params
         p = init_params
         self.sample_block_size = check_positive_int(p["sample_block_size"], "sample_block_size")
+        self.calibrate_targets = bool(p.get("calibrate_targets", True))
         depth, width = paper_depth_width(len(layout.grn), p["depth"], p["width"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p["seed"])
@@ -340,6 +349,8 @@ class GroundGAN:
             return
         stage = self._stage(name, settings, data)
         stage.completed_steps = start
+        if name == "stage2" and start == 0 and self.calibrate_targets:
+            stage.calibrate()
         rows: list[dict] = []
         try:
             rows = run_stage(

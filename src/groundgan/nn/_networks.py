@@ -143,6 +143,22 @@ class GroundGANModule(nn.Module):
         )
         return raw * scale, record
 
+    @torch.no_grad()
+    def calibrate_target_generators(self, controller_noise: Tensor, target_noise: Tensor) -> None:
+        """Put every target generator's output on the causal controller's scale for that gene.
+
+        The controller (trained on all genes in stage 1) also produces the targets' pre-LSN
+        expression; each target generator's output layer is set so that its pre-activation has
+        the same per-gene mean and standard deviation on a batch of cells. Without this, the
+        targets' total starts at an arbitrary scale and LSN shrinks or inflates the TFs.
+        """
+        controller_out = self.controller(controller_noise)
+        tfs = controller_out[:, self.tf_index]
+        targets = controller_out[:, self.target_index]
+        self.target_generators.calibrate_output(
+            tfs, target_noise, targets.mean(dim=0), targets.std(dim=0)
+        )
+
     def replay(self, record: GenerationRecord, tf_expression: Tensor | None = None) -> Tensor:
         """Re-run the target generators from ``record`` with (optionally changed) pre-LSN TFs.
 

@@ -70,15 +70,18 @@ class GeneGroup(nn.Module):
         x: Tensor,
         stats: Sequence[BatchStats] | None = None,
         record: list[BatchStats] | None = None,
+        relu: bool = True,
     ) -> Tensor:
-        """``x``: (genes, batch, n_regulators + 1) -> (genes, batch) expression (ReLU)."""
+        """``x``: (genes, batch, n_regulators + 1) -> (genes, batch) expression (ReLU'd unless
+        ``relu=False``, which returns the output layer's pre-activation)."""
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = torch.baddbmm(b, x, w)
             x = grouped_batch_norm(
                 x, self.bn_weights[i], self.bn_biases[i], None if stats is None else stats[i], record
             )
             x = F.relu(x)
-        return F.relu(torch.baddbmm(self.out_bias, x, self.out_weight).squeeze(-1))
+        out = torch.baddbmm(self.out_bias, x, self.out_weight).squeeze(-1)
+        return F.relu(out) if relu else out
 
 
 def _he_normal(n_genes: int, fan_in: int, fan_out: int) -> Tensor:
@@ -144,14 +147,34 @@ class TargetGenerators(nn.Module):
         noise: Tensor,
         stats: Sequence[BatchStats] | None = None,
         record: list[BatchStats] | None = None,
+        relu: bool = True,
     ) -> Tensor:
         outputs, offset = [], 0
         for i, group in enumerate(self.groups):
             depth = len(group.weights)
             group_stats = None if stats is None else stats[offset : offset + depth]
-            outputs.append(group(self.group_inputs(i, tf_expression, noise), group_stats, record))
+            inputs = self.group_inputs(i, tf_expression, noise)
+            outputs.append(group(inputs, group_stats, record, relu))
             offset += depth
         return torch.cat(outputs, dim=0)[self.inverse_order].T
+
+    @torch.no_grad()
+    def calibrate_output(
+        self, tf_expression: Tensor, noise: Tensor, mean: Tensor, std: Tensor
+    ) -> None:
+        """Rescale each gene's output layer so its pre-activation has the given mean and std.
+
+        An affine change of the last layer only (weights scaled, bias shifted): the per-gene
+        structure and independence are untouched. Used to start stage 2 with targets on the
+        causal controller's scale, so that LSN does not shrink or inflate the TFs.
+        """
+        pre = self(tf_expression, noise, relu=False)  # (batch, n_targets)
+        factor = std / pre.std(dim=0).clamp_min(1e-8)
+        shift = mean - pre.mean(dim=0) * factor
+        for i, group in enumerate(self.groups):
+            genes = getattr(self, f"genes_{i}")
+            group.out_weight.mul_(factor[genes].view(-1, 1, 1))
+            group.out_bias.copy_(shift[genes].view(-1, 1, 1))
 
     @property
     def n_bn_layers(self) -> int:

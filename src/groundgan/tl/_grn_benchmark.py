@@ -61,7 +61,7 @@ class GRNBenchmarkResult:
         """The scalar figures as a :class:`pandas.Series` named after the method."""
         values = {k: v for k, v in asdict(self).items() if k not in ("per_target", "curve")}
         name = values.pop("method")
-        return pd.Series(values, name=name, dtype=object)
+        return pd.Series(values, name=name, dtype=np.float64)
 
     def __repr__(self) -> str:
         return (

@@ -181,6 +181,12 @@ def paga_trajectory(
        cell of that group farthest in diffusion space from the centroid of all other cells
        (the group's outer tip); without, the cell with the most extreme first (non-trivial)
        diffusion component, a heuristic: pass the progenitor group when it is known.
+       The DPT distances come from the diffusion map of step 3, as in the tutorial; cells are
+       reachable from the root within the connected components of the graph that diffusion
+       map was computed on (the PCA kNN graph). The tutorial's ``sc.tl.dpt`` after denoising
+       uses the denoised graph's components instead, which gives the same values whenever
+       that graph is connected, and infinite pseudotimes for most cells when it is not, as
+       happens for clustered data such as PBMCs.
 
     Parameters
     ----------
@@ -243,8 +249,10 @@ def paga_trajectory(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         sc.pp.pca(work, n_comps=n_comps, random_state=seed)
-        sc.pp.neighbors(work, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
-        sc.tl.diffmap(work, n_comps=min(15, work.n_obs - 1), random_state=seed)
+        sc.pp.neighbors(
+            work, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed, key_added="pca"
+        )
+        sc.tl.diffmap(work, n_comps=min(15, work.n_obs - 1), neighbors_key="pca", random_state=seed)
         sc.pp.neighbors(
             work, n_neighbors=n_neighbors_denoised, use_rep="X_diffmap", random_state=seed
         )
@@ -258,12 +266,12 @@ def paga_trajectory(
     work.uns["paga"]["pos"] = _paga_positions(work.uns["paga"]["connectivities"], seed)
     layout = _layout(work, seed) if draw_graph else None
     work.uns["iroot"] = _root_cell(work, key, root)
-    sc.tl.dpt(work)
+    sc.tl.dpt(work, neighbors_key="pca")
     pseudotime = work.obs["dpt_pseudotime"].to_numpy()
     if not np.isfinite(pseudotime).all():
         warnings.warn(
             f"{int((~np.isfinite(pseudotime)).sum())} cells are not connected to the root in the "
-            "denoised kNN graph (infinite pseudotime); increase n_neighbors",
+            "PCA kNN graph (infinite pseudotime); increase n_neighbors",
             UserWarning,
             stacklevel=2,
         )

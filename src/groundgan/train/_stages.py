@@ -34,7 +34,7 @@ class StageSettings:
 def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW with AMSGrad and betas (0.5, 0.9), as in the paper."""
     return torch.optim.AdamW(
-        [p for p in params if p.requires_grad],
+        list(params),
         lr=lr,
         betas=(0.5, 0.9),
         amsgrad=True,
@@ -225,6 +225,15 @@ class GroundGANStage(WGANGPStage):
     @property
     def critic(self) -> nn.Module:
         return self.module.critic
+
+    def calibrate(self, n_cells: int = 4096) -> None:
+        """Start the target generators on the causal controller's per-gene scale (see
+        :meth:`GroundGANModule.calibrate_target_generators`)."""
+        m, device = self.module, self.data.device
+        controller_noise = torch.randn(n_cells, m.controller.latent_dim, generator=self.rng, device=device)
+        target_noise = torch.randn(n_cells, m.n_targets, generator=self.rng, device=device)
+        m.train()
+        m.calibrate_target_generators(controller_noise, target_noise)
 
     def generator_parameters(self):
         return self.module.target_generators.parameters()

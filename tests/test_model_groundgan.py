@@ -1,0 +1,202 @@
+"""GroundGAN: training stages and totals, sampling in blocks, determinism, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import groundgan as gg
+
+TRAIN = dict(
+    max_steps_stage1=6,
+    max_steps_stage2=6,
+    batch_size_stage1=32,
+    batch_size_stage2=64,
+    progress_bar=False,
+    log_every=3,
+)
+
+
+@pytest.fixture
+def model(pbmc_grn_cells, tiny_model_kwargs):
+    adata, grn = pbmc_grn_cells
+    gg.GroundGAN.setup_anndata(adata, grn=grn)
+    return gg.GroundGAN(adata, **tiny_model_kwargs)
+
+
+@pytest.fixture
+def trained(model):
+    model.train(**TRAIN)
+    return model
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+
+
+def test_repr_summarises_model(model):
+    text = repr(model)
+    assert "60 = 8 TFs + 52 targets" in text
+    assert "GRN edges: 156" in text
+    assert "target generators: depth 2, width 2" in text
+    assert "trained steps: stage 1 0, stage 2 0" in text
+
+
+def test_paper_depth_width_rule():
+    from groundgan.model._groundgan import paper_depth_width
+
+    assert paper_depth_width(5_000, "auto", "auto") == (3, 2.0)
+    assert paper_depth_width(14_055, "auto", "auto") == (2, 1.0)
+    assert paper_depth_width(14_055, 4, 3) == (4, 3.0)
+
+
+def test_train_runs_both_stages_and_logs(trained):
+    assert trained.steps_ == {"stage1": 6, "stage2": 6}
+    assert trained.is_trained_
+    history = trained.history_
+    assert list(history["stage"]) == ["stage1"] * 2 + ["stage2"] * 2
+    assert list(history["step"]) == [3, 6, 3, 6]
+    assert {"labeler_loss", "antilabeler_loss", "wasserstein"} <= set(history.columns)
+    assert np.isfinite(history[["critic_loss", "generator_loss"]].to_numpy()).all()
+
+
+def test_stage1_trains_controller_only_and_stage2_freezes_it(model):
+    before = weights(model)
+    model.train(**{**TRAIN, "max_steps_stage2": 1}, stages=(1,))
+    after1 = weights(model)
+    changed = {k for k in before if not torch.equal(before[k], after1[k])}
+    assert any(k.startswith("controller.") for k in changed)
+    assert not any(k.startswith(("target_generators.", "labeler.", "critic.")) for k in changed)
+    model.train(**TRAIN, stages=(2,))
+    after2 = weights(model)
+    changed = {k for k in after1 if not torch.equal(after1[k], after2[k])}
+    assert not any(k.startswith(("controller.", "controller_critic.")) for k in changed)
+    assert any(k.startswith("target_generators.") for k in changed)
+    assert any(k.startswith("labeler.") for k in changed)
+    assert any(k.startswith("antilabeler.") for k in changed)
+
+
+def test_max_steps_are_totals(trained):
+    before = weights(trained)
+    trained.train(**TRAIN)  # already at the totals: nothing happens
+    assert trained.steps_ == {"stage1": 6, "stage2": 6}
+    assert all(torch.equal(before[k], v) for k, v in weights(trained).items())
+    trained.train(**{**TRAIN, "max_steps_stage2": 9})
+    assert trained.steps_ == {"stage1": 6, "stage2": 9}
+
+
+def test_split_training_equals_one_run(pbmc_grn_cells, tiny_model_kwargs):
+    adata, grn = pbmc_grn_cells
+    gg.GroundGAN.setup_anndata(adata, grn=grn)
+    whole = gg.GroundGAN(adata, **tiny_model_kwargs)
+    whole.train(**TRAIN)
+    parts = gg.GroundGAN(adata, **tiny_model_kwargs)
+    parts.train(**{**TRAIN, "max_steps_stage2": 3})
+    parts.train(**TRAIN)
+    w1, w2 = weights(whole), weights(parts)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_same_seed_same_weights_other_seed_differs(pbmc_grn_cells, tiny_model_kwargs):
+    adata, grn = pbmc_grn_cells
+    gg.GroundGAN.setup_anndata(adata, grn=grn)
+    runs = []
+    for seed in (0, 0, 1):
+        m = gg.GroundGAN(adata, **tiny_model_kwargs)
+        m.train(**TRAIN, seed=seed)
+        runs.append(weights(m))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+def test_sample_shape_values_and_metadata(trained, pbmc_grn_cells):
+    adata, grn = pbmc_grn_cells
+    sim = trained.sample(100, seed=3)
+    assert sim.shape == (100, 60)
+    assert list(sim.var_names) == list(adata.var_names)
+    assert sim.X.dtype == np.float32
+    assert (sim.X >= 0).all()
+    np.testing.assert_allclose(sim.X.sum(axis=1), 20_000, rtol=1e-4)
+    assert sim.obs["simulated"].all()
+    assert sim.uns["groundgan"]["seed"] == 3
+    assert sim.uns["groundgan"]["steps_stage2"] == 6
+    truth = sim.uns["groundgan_grn"]
+    assert set(zip(truth.tf, truth.target)) == set(zip(grn.tf, grn.target))
+    assert (sim.var["grn_role"] == "tf").sum() == 8
+
+
+def test_sample_is_deterministic_and_independent_of_n(trained):
+    block = trained.sample_block_size  # 64
+    big = trained.sample(3 * block + 5, seed=0)
+    small = trained.sample(10, seed=0)
+    np.testing.assert_array_equal(small.X, big.X[:10])
+    again = trained.sample(3 * block + 5, seed=0)
+    np.testing.assert_array_equal(again.X, big.X)
+    other = trained.sample(10, seed=1)
+    assert not np.array_equal(other.X, small.X)
+
+
+def test_sample_without_seed_records_one(trained):
+    sim = trained.sample(5)
+    seed = sim.uns["groundgan"]["seed"]
+    np.testing.assert_array_equal(trained.sample(5, seed=seed).X, sim.X)
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5])
+def test_sample_refuses_bad_n(trained, n):
+    with pytest.raises(ValueError, match="n_cells"):
+        trained.sample(n)
+
+
+def test_untrained_sampling_warns(model):
+    with pytest.warns(UserWarning, match="untrained"):
+        model.sample(3, seed=0)
+
+
+def test_save_load_round_trip(trained, pbmc_grn_cells, tmp_path):
+    adata, _ = pbmc_grn_cells
+    trained.save(tmp_path / "model")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "grn.csv", "model.json", "model.pt", "var_names.csv",
+    ]
+    loaded = gg.GroundGAN.load(tmp_path / "model")
+    assert loaded.steps_ == trained.steps_
+    assert loaded.sample_block_size == trained.sample_block_size
+    np.testing.assert_array_equal(loaded.sample(70, seed=5).X, trained.sample(70, seed=5).X)
+    fresh = adata.copy()  # not set up: load sets it up with the saved GRN and can train on
+    resumed = gg.GroundGAN.load(tmp_path / "model", adata=fresh)
+    resumed.train(**{**TRAIN, "max_steps_stage2": 8})
+    assert resumed.steps_["stage2"] == 8
+
+
+def test_save_refuses_non_empty_dir(trained, tmp_path):
+    trained.save(tmp_path / "m")
+    with pytest.raises(ValueError, match="overwrite"):
+        trained.save(tmp_path / "m")
+    trained.save(tmp_path / "m", overwrite=True)
+
+
+def test_load_checks_genes(trained, pbmc_grn_cells, tmp_path):
+    adata, _ = pbmc_grn_cells
+    trained.save(tmp_path / "m")
+    other = adata[:, adata.var_names[::-1]].copy()
+    with pytest.raises(ValueError, match="genes differ"):
+        gg.GroundGAN.load(tmp_path / "m", adata=other)
+
+
+def test_too_few_cells_refused_and_small_data_shrinks_batch(pbmc_grn_cells, tiny_model_kwargs):
+    adata, grn = pbmc_grn_cells
+    few = adata[:5].copy()
+    gg.GroundGAN.setup_anndata(few, grn=grn)
+    with pytest.raises(ValueError, match="too few cells"):
+        gg.GroundGAN(few, **tiny_model_kwargs).train(**TRAIN)
+    some = adata[:40].copy()
+    gg.GroundGAN.setup_anndata(some, grn=grn)
+    with pytest.warns(UserWarning, match="batch size 64 exceeds the 40"):
+        gg.GroundGAN(some, **tiny_model_kwargs).train(**TRAIN)
+
+
+def test_bad_stages_refused(model):
+    with pytest.raises(ValueError, match="stages"):
+        model.train(**TRAIN, stages=(3,))
