@@ -11,7 +11,8 @@ Usage::
     GROUNDGAN_DATA_DIR=/path/to/data python benchmarks/bench_grn.py --workers 2
     python benchmarks/bench_grn.py --workers 2 --processes   # one process per worker
 
-Prints one JSON object: seconds, cells, genes, tfs, edges scored, workers, cpu count.
+Prints one JSON object: seconds, cells, genes, tfs, edges scored, workers, cpu count and
+the 1-minute load average before and after (other processes on the machine slow it down).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--processes", action="store_true", help="process workers (default: threads)")
+    parser.add_argument(
+        "--processes", action="store_true", help="process workers (default: threads)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -59,6 +62,7 @@ def main() -> None:
         ) as cluster,
         Client(cluster) as client,
     ):
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
         table = gg.grn.importance_table(cells, tfs, seed=args.seed, client=client, progress=False)
         seconds = time.perf_counter() - start
@@ -74,6 +78,10 @@ def main() -> None:
                 "workers": args.workers,
                 "worker_kind": "processes" if args.processes else "threads",
                 "cpu_count": os.cpu_count(),
+                "load_average_1min_before_after": [
+                    round(load_before, 2),
+                    round(os.getloadavg()[0], 2),
+                ],
                 "python": platform.python_version(),
             }
         )

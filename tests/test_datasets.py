@@ -127,7 +127,10 @@ def test_download_falls_back_to_the_next_address(http_server, empty_cache, monke
 def _break_urls(monkeypatch, names):
     port = _closed_port()
     for name in names:
-        urls = [f"http://127.0.0.1:{port}/{i}/{Path(name).name}" for i in range(len(datasets.URLS[name]))]
+        urls = [
+            f"http://127.0.0.1:{port}/{i}/{Path(name).name}"
+            for i in range(len(datasets.URLS[name]))
+        ]
         monkeypatch.setitem(datasets.URLS, name, urls)
 
 

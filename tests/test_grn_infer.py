@@ -131,7 +131,9 @@ def test_importance_table_callable_and_registered_methods(pbmc_train, human_tfs)
         return pd.DataFrame(rows, columns=["tf", "target", "importance"])
 
     targets = list(pbmc_train.var_names[:10])
-    table = gg.grn.importance_table(pbmc_train, human_tfs, method=absolute_correlation, targets=targets)
+    table = gg.grn.importance_table(
+        pbmc_train, human_tfs, method=absolute_correlation, targets=targets
+    )
     assert (table["tf"] != table["target"]).all()
     assert set(table["target"]) <= set(targets)
     assert table["importance"].is_monotonic_decreasing
@@ -249,15 +251,16 @@ def test_from_importances_known_answer():
     assert grn[["tf", "target"]].values.tolist() == [["B", "C"], ["A", "x"]]
     two = gg.grn.from_importances(table, k=2)
     assert set(map(tuple, two[["tf", "target"]].values)) == {
-        ("B", "C"), ("A", "C"), ("A", "x"), ("B", "x")
+        ("B", "C"),
+        ("A", "C"),
+        ("A", "x"),
+        ("B", "x"),
     }
 
 
 def test_from_importances_drops_tfs_left_without_targets():
     # A only regulates B; B is chosen as a regulator of C so B is no target: A disappears
-    table = pd.DataFrame(
-        {"tf": ["A", "B"], "target": ["B", "C"], "importance": [1.0, 2.0]}
-    )
+    table = pd.DataFrame({"tf": ["A", "B"], "target": ["B", "C"], "importance": [1.0, 2.0]})
     grn = gg.grn.from_importances(table, k=1)
     assert grn[["tf", "target"]].values.tolist() == [["B", "C"]]
 
@@ -273,9 +276,9 @@ def test_infer_errors(pbmc_table, pbmc_train, human_tfs):
         gg.grn.infer(pbmc_train, human_tfs, strategy="best")
     with pytest.raises(ValueError, match="no edges"):
         gg.grn.infer(
-            pbmc_train, human_tfs, method=lambda X, g, t, tg, s: pd.DataFrame(
-                {"tf": [], "target": [], "importance": []}
-            )
+            pbmc_train,
+            human_tfs,
+            method=lambda X, g, t, tg, s: pd.DataFrame({"tf": [], "target": [], "importance": []}),
         )
 
 

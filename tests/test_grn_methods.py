@@ -129,6 +129,18 @@ def test_partial_correlation_separates_direct_from_indirect():
     assert m.loc["a", "k"] == 0 and m.loc["b", "k"] == 0
 
 
+def test_ledoit_wolf_precision_matches_sklearn():
+    from sklearn.covariance import LedoitWolf
+
+    from groundgan.grn._methods import _ledoit_wolf_precision
+
+    rng = np.random.default_rng(8)
+    Z = rng.normal(size=(40, 60))  # more genes than cells
+    Z -= Z.mean(axis=0)
+    expected = LedoitWolf(assume_centered=True).fit(Z).precision_
+    np.testing.assert_allclose(_ledoit_wolf_precision(Z), expected, rtol=1e-6, atol=1e-8)
+
+
 # ------------------------------------------------------------------------------ PIDC pieces
 
 

@@ -42,7 +42,9 @@ def test_names_are_strings():
 
 
 def test_missing_columns_name_what_was_found():
-    _check_refused(pd.DataFrame({"TF": ["A"], "target": ["B"]}), r"missing \['tf'\], found \['TF', 'target'\]")
+    _check_refused(
+        pd.DataFrame({"TF": ["A"], "target": ["B"]}), r"missing \['tf'\], found \['TF', 'target'\]"
+    )
     _check_refused(pd.DataFrame({"regulator": ["A"], "gene": ["B"]}), "'tf' and 'target'")
 
 

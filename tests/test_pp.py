@@ -122,6 +122,14 @@ def test_preprocess_refuses_bad_parameters(pbmc_counts, kwargs):
     assert_untouched(before, pbmc_counts)
 
 
+def test_preprocess_in_place_on_a_view(pbmc_counts):
+    view = pbmc_counts[:300]
+    assert view.is_view
+    gg.pp.preprocess(view, n_top_genes=100)
+    assert not view.is_view and view.n_vars == 100
+    assert pbmc_counts.n_obs == 700 and pbmc_counts.n_vars == 765
+
+
 def test_preprocess_keeps_all_genes_when_too_few(pbmc_counts):
     small = pbmc_counts[:, :50].copy()
     with pytest.warns(UserWarning, match="keeping all"):

@@ -109,7 +109,8 @@ def data_dir() -> Path:
     >>> gg.datasets.data_dir()  # doctest: +SKIP
     PosixPath('/home/me/.cache/groundgan')
     """
-    return Path(pooch.os_cache("groundgan") if not os.environ.get(DATA_DIR_ENV) else os.environ[DATA_DIR_ENV])
+    configured = os.environ.get(DATA_DIR_ENV)
+    return Path(configured) if configured else Path(pooch.os_cache("groundgan"))
 
 
 def _registry() -> pooch.Pooch:
@@ -224,7 +225,7 @@ def tf_list(species: str, *, ids: str = "symbol") -> list[str]:
     >>> import groundgan as gg
     >>> tfs = gg.datasets.tf_list("mouse")  # doctest: +SKIP
     >>> len(tfs), tfs[:3]  # doctest: +SKIP
-    (1622, ['Aatf', 'Abl1', 'Adnp'])
+    (1623, ['2010315B03Rik', '2210418O10Rik', '2410141K09Rik'])
     """
     key = str(species).lower()
     if key not in _TF_FILES:
@@ -383,8 +384,14 @@ def dahlin18(progress: bool = True) -> AnnData:
     import anndata as ad
 
     files = fetch("dahlin18/GSE107727_RAW.tar", processor=pooch.Untar(), progress=progress)
-    gates = {"SIGAB1": "LSK", "SIGAC1": "LSK", "SIGAD1": "LSK",
-             "SIGAF1": "LK", "SIGAG1": "LK", "SIGAH1": "LK"}  # fmt: skip
+    gates = {
+        "SIGAB1": "LSK",
+        "SIGAC1": "LSK",
+        "SIGAD1": "LSK",
+        "SIGAF1": "LK",
+        "SIGAG1": "LK",
+        "SIGAH1": "LK",
+    }
     parts = {}
     for path in sorted(Path(f) for f in files):
         sample = next((s for s in gates if f"_{s}_" in path.name), None)
@@ -461,9 +468,10 @@ def _retrieve(url: str, name: str, progress: bool) -> Path:
     target = data_dir() / name
     try:
         return Path(
-            pooch.retrieve(url, known_hash=None, fname=target.name, path=target.parent,
-                           progressbar=progress)
-        )  # fmt: skip
+            pooch.retrieve(
+                url, known_hash=None, fname=target.name, path=target.parent, progressbar=progress
+            )
+        )
     except requests.RequestException as err:
         raise DownloadError(
             f"could not download {name} from {url}: {type(err).__name__}: {err}. Download it "

@@ -67,7 +67,12 @@ def _check_nonnegative_int(value, name: str) -> int:
 
 
 def _check_positive_number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not np.isfinite(value)
+        or value <= 0
+    ):
         raise InvalidInputError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
@@ -102,11 +107,15 @@ def _preprocess_plan(adata, n_top_genes, library_size, min_genes, min_cells):
     counts = sp.csr_matrix(adata.X) if sp.issparse(adata.X) else np.asarray(adata.X)
     cells = _nonzero_per_row(counts) >= min_genes
     if not cells.any():
-        raise InvalidInputError(f"no cell has non-zero counts in at least min_genes={min_genes} genes")
+        raise InvalidInputError(
+            f"no cell has non-zero counts in at least min_genes={min_genes} genes"
+        )
     counts_cells = counts[cells]
     genes = _nonzero_per_column(counts_cells) >= min_cells
     if not genes.any():
-        raise InvalidInputError(f"no gene has non-zero counts in at least min_cells={min_cells} cells")
+        raise InvalidInputError(
+            f"no gene has non-zero counts in at least min_cells={min_cells} cells"
+        )
     counts_filtered = counts_cells[:, genes]
     gene_names = adata.var_names[genes]
 
@@ -208,6 +217,8 @@ def preprocess(
     plan = _preprocess_plan(adata, n_top_genes, library_size, min_genes, min_cells)
 
     shape_in = adata.shape
+    if adata.is_view and not copy:  # as scanpy does: a view becomes an actual AnnData
+        adata._init_as_actual(adata.copy())
     if copy:
         adata = adata[plan["cells"], plan["genes"]].copy()
     else:
@@ -307,8 +318,11 @@ def _counts_for_clustering(adata: AnnData):
 
 def _zheng17_pcs(counts, n_top_genes: int, n_pcs: int, seed: int) -> AnnData:
     """Zheng et al. (2017) recipe and PCA on a private AnnData holding only the counts."""
-    work = AnnData(X=sp.csr_matrix(counts, dtype=np.float32) if sp.issparse(counts)
-                   else np.asarray(counts, dtype=np.float32))  # fmt: skip
+    work = AnnData(
+        X=sp.csr_matrix(counts, dtype=np.float32)
+        if sp.issparse(counts)
+        else np.asarray(counts, dtype=np.float32)
+    )
     sc.pp.filter_genes(work, min_counts=1)
     n_cells, n_genes = work.shape
     with warnings.catch_warnings():
@@ -434,7 +448,11 @@ def cluster(
     ['0', '1', '2']
     """
     resolution = _check_positive_number(resolution, "resolution")
-    for value, name in ((n_top_genes, "n_top_genes"), (n_pcs, "n_pcs"), (n_neighbors, "n_neighbors")):
+    for value, name in (
+        (n_top_genes, "n_top_genes"),
+        (n_pcs, "n_pcs"),
+        (n_neighbors, "n_neighbors"),
+    ):
         check_positive_int(value, name)
     if not isinstance(key_added, str) or not key_added:
         raise InvalidInputError(f"key_added must be a non-empty string, got {key_added!r}")
@@ -452,7 +470,9 @@ def cluster(
     names = [str(i) for i in range(labels.max() + 1)]
     adata.obs[key_added] = pd.Categorical.from_codes(labels, categories=names)
     fractions = np.bincount(labels) / len(labels)
-    adata.uns[f"{key_added}_ratios"] = {name: float(f) for name, f in zip(names, fractions, strict=True)}
+    adata.uns[f"{key_added}_ratios"] = {
+        name: float(f) for name, f in zip(names, fractions, strict=True)
+    }
     adata.uns[key_added] = {
         "params": {
             "resolution": resolution,

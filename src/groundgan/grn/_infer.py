@@ -139,11 +139,19 @@ def _run_arboreto(X, genes, tfs, targets, method, seed, client, progress) -> pd.
         [shared_X] = dask_client.scatter([X], broadcast=True)
         futures = {
             dask_client.submit(
-                infer_target, regressor_type, kwargs, shared_X, tf_columns, tfs,
-                column[target], target, (seed + column[target]) % 2**32,
+                infer_target,
+                regressor_type,
+                kwargs,
+                shared_X,
+                tf_columns,
+                tfs,
+                column[target],
+                target,
+                (seed + column[target]) % 2**32,
+                pure=False,  # own task keys: cancelling them cannot touch another caller's
             ): target
             for target in targets
-        }  # fmt: skip
+        }
         results = {}
         try:
             bar = tqdm(total=len(futures), desc=f"{method} ({len(tfs)} TFs)", disable=not progress)
@@ -290,9 +298,7 @@ def _bipartite(edges: pd.DataFrame) -> pd.DataFrame:
         edges = edges[~into_regulator]
 
 
-def from_importances(
-    table: pd.DataFrame, k: int = 15, strategy: str = "top"
-) -> pd.DataFrame:
+def from_importances(table: pd.DataFrame, k: int = 15, strategy: str = "top") -> pd.DataFrame:
     """The GRN of an importance table: each target's top-k TFs, made bipartite.
 
     Parameters

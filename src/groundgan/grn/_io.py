@@ -59,7 +59,14 @@ def read(path: str | os.PathLike) -> pd.DataFrame:
         table = pd.read_parquet(path)
     else:
         sep = "\t" if kind == "tsv" else ","
-        table = pd.read_csv(path, sep=sep, dtype={"tf": str, "target": str}, keep_default_na=False)
+        # gene names such as "NA" or "NAN" are names, not missing values; importances can be
+        table = pd.read_csv(
+            path,
+            sep=sep,
+            dtype={"tf": str, "target": str},
+            keep_default_na=False,
+            na_values={"importance": ["", "nan", "NaN", "NA", "null"]},
+        )
     return validate(table)
 
 
@@ -99,8 +106,9 @@ def write(grn: pd.DataFrame, path: str | os.PathLike) -> Path:
             table.to_parquet(tmp, index=False)
         else:
             compression = _COMPRESSION.get(path.suffix.lower())
-            table.to_csv(tmp, sep="\t" if kind == "tsv" else ",", index=False,
-                         compression=compression)  # fmt: skip
+            table.to_csv(
+                tmp, sep="\t" if kind == "tsv" else ",", index=False, compression=compression
+            )
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:

@@ -138,6 +138,27 @@ def spearman(
     return _long_table(_abs_correlation(_standardize(ranks), len(tfs)), tfs, genes, targets)
 
 
+def _ledoit_wolf_precision(Z: np.ndarray) -> np.ndarray:
+    """Inverse of the Ledoit-Wolf shrunk covariance of centred ``Z`` (cells x genes).
+
+    The shrinkage intensity is scikit-learn's (:func:`sklearn.covariance.ledoit_wolf_shrinkage`);
+    the shrunk matrix ``(1 - s) S + s mu I`` is the estimate of
+    :class:`sklearn.covariance.LedoitWolf`, inverted directly (positive definite for ``s > 0``).
+    """
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    n, p = Z.shape
+    shrinkage = ledoit_wolf_shrinkage(Z, assume_centered=True)
+    cov = (1.0 - shrinkage) * (Z.T @ Z / n)
+    cov[np.diag_indices(p)] += shrinkage * np.einsum("ij,ij->", Z, Z) / (n * p)
+    try:
+        return np.linalg.inv(cov)
+    except np.linalg.LinAlgError:
+        from scipy.linalg import pinvh
+
+        return pinvh(cov)
+
+
 def partial_correlation(
     X: np.ndarray,
     gene_names: Sequence[str],
@@ -148,8 +169,9 @@ def partial_correlation(
     """Absolute partial correlation given all other genes involved (PPCOR-style).
 
     The genes involved are the TFs and the targets. Their standardised expression is fitted
-    with the Ledoit-Wolf shrunk covariance (:class:`sklearn.covariance.LedoitWolf`, so the
-    precision matrix exists even with more genes than cells); the partial correlation of genes
+    with the Ledoit-Wolf shrunk covariance (the estimate of
+    :class:`sklearn.covariance.LedoitWolf`, so the precision matrix exists even with more
+    genes than cells); the partial correlation of genes
     ``i`` and ``j`` is ``-P_ij / sqrt(P_ii P_jj)`` for the precision matrix ``P``. Constant genes
     are left out of the fit and score 0.
 
@@ -163,14 +185,12 @@ def partial_correlation(
     >>> t.iloc[0].tf  # c depends on a only through b
     'b'
     """
-    from sklearn.covariance import LedoitWolf
-
     Xg, genes, tfs, targets = _resolve(X, gene_names, tfs, targets)
     Z = _standardize(Xg)
     varying = np.flatnonzero(Z.any(axis=0))
     pcor = np.zeros((len(genes), len(genes)))
     if varying.size >= 2 and Z.shape[0] >= 2:
-        precision = LedoitWolf(assume_centered=True).fit(Z[:, varying]).precision_
+        precision = _ledoit_wolf_precision(Z[:, varying])
         d = np.sqrt(np.diag(precision))
         pcor[np.ix_(varying, varying)] = -precision / np.outer(d, d)
     return _long_table(np.abs(pcor[: len(tfs)]), tfs, genes, targets)
@@ -309,22 +329,24 @@ def _puc_scores(codes: np.ndarray, n_tfs: int, chunk_bytes: float = 64e6) -> np.
     mi = np.zeros((n_tfs, n_genes))
     si_target = np.zeros((n_genes, n_tfs, n_bins))  # [gene, tf, state of gene]: tf about gene
     puc = np.zeros((n_tfs, n_genes))
-    gene_idx = np.arange(n_genes)
+    tf_idx = np.arange(n_tfs)
+    rows = max(1, int(chunk_bytes // (8 * n_tfs * n_bins)))
     for i in range(n_tfs):
         mi[i], si_target[:, i, :], si_about_i = _pair_information(codes, i, n_bins, marginals)
         # TF i as the target, gene y and third TF z as sources: R_i(y, z)
-        redundancy = np.einsum(
-            "a,yza->yz",
-            marginals[i],
-            np.minimum(si_about_i[:, None, :], si_about_i[None, :n_tfs, :]),
-        )
-        contrib = _unique_fraction(mi[i][:, None], redundancy)
-        contrib[:, i] = 0.0
-        contrib[gene_idx[:n_tfs], gene_idx[:n_tfs]] = 0.0  # z == y
-        puc[i] += contrib.sum(axis=1)
+        third = si_about_i[None, :n_tfs, :]
+        for start in range(0, n_genes, rows):
+            stop = min(start + rows, n_genes)
+            redundancy = np.einsum(
+                "a,yza->yz", marginals[i], np.minimum(si_about_i[start:stop, None, :], third)
+            )
+            contrib = _unique_fraction(mi[i][start:stop, None], redundancy)
+            contrib[:, i] = 0.0  # z == x
+            for y in range(start, min(stop, n_tfs)):
+                contrib[y - start, y] = 0.0  # z == y
+            puc[i, start:stop] += contrib.sum(axis=1)
     # gene y as the target, TF x and third TF z as sources: R_y(x, z)
     chunk = max(1, int(chunk_bytes // (8 * n_tfs * n_tfs * n_bins)))
-    tf_idx = np.arange(n_tfs)
     for start in range(0, n_genes, chunk):
         stop = min(start + chunk, n_genes)
         s = si_target[start:stop]

@@ -86,8 +86,9 @@ def subset(
     kept_counts = gene_counts[keep]
     factors = library_size / totals[keep]
     if sp.issparse(kept_counts):
-        result.X = sp.csr_matrix(sp.diags(factors) @ sp.csr_matrix(kept_counts, dtype=np.float64),
-                                 dtype=np.float32)  # fmt: skip
+        result.X = sp.csr_matrix(
+            sp.diags(factors) @ sp.csr_matrix(kept_counts, dtype=np.float64), dtype=np.float32
+        )
     else:
         result.X = (np.asarray(kept_counts, dtype=np.float64) * factors[:, None]).astype(np.float32)
     result.layers["counts"] = kept_counts.copy()

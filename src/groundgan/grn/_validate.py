@@ -36,7 +36,9 @@ def _check_structure(table: pd.DataFrame) -> None:
         )
     duplicated = table.duplicated(["tf", "target"])
     if duplicated.any():
-        pairs = [f"{a}->{b}" for a, b in table.loc[duplicated, ["tf", "target"]].itertuples(index=False)]
+        pairs = [
+            f"{a}->{b}" for a, b in table.loc[duplicated, ["tf", "target"]].itertuples(index=False)
+        ]
         raise InvalidInputError(f"GRN has duplicate edges: {format_names(sorted(set(pairs)))}")
     both = sorted(set(table["tf"]) & set(table["target"]))
     if both:

@@ -320,19 +320,24 @@ class GroundGAN:
         }
         for name in ("stage1", "stage2"):
             check_positive_int(settings[name].max_steps, f"max_steps_{name}")
+        # every argument is checked before the checkpoint directory is created or locked
+        monitor = None
+        if validation_adata is not None:
+            validate_every = check_positive_int(validate_every, "validate_every")
+            monitor = _monitor.ValidationMonitor(self, validation_adata, None, seed)
+        if checkpoint_dir:
+            checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
         if self._rng is None or self._rng.device != data.device:
             self._rng = torch.Generator(device=data.device).manual_seed(seed)
         checkpoints = _io.Checkpointer.open(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
         try:
+            hooks = []
+            if monitor is not None:  # before the checkpoint hook: a checkpoint holds its step's row
+                monitor.checkpoints = checkpoints
+                hooks.append((validate_every, monitor.hook))
             if checkpoints is not None:
                 checkpoints.resume(self)
-            hooks = []
-            if checkpoints is not None:
-                hooks.append((check_positive_int(checkpoint_every, "checkpoint_every"),
-                              checkpoints.hook(self)))
-            if validation_adata is not None:
-                monitor = _monitor.ValidationMonitor(self, validation_adata, checkpoints, seed)
-                hooks.append((check_positive_int(validate_every, "validate_every"), monitor.hook))
+                hooks.append((checkpoint_every, checkpoints.hook(self)))
             for number, name in ((1, "stage1"), (2, "stage2")):
                 if number not in stages:
                     continue
@@ -450,24 +455,85 @@ class GroundGAN:
     def replay_state(self, n_cells: int, seed: int | None = None) -> _perturb.ReplayState:
         """The state that determines ``n_cells`` control cells, for exact, reusable replay.
 
-        It holds the causal controller's noise, the target generators' noise, the TF expression,
-        the per-cell LSN scale and the BatchNorm statistics of the control pass (per block of
-        ``sample_block_size`` cells). Save it with ``state.save(path)`` and restore it with
-        ``ReplayState.load(path)``.
+        It holds the causal controller's noise, the target generators' noise, the pre-LSN TF
+        expression, the per-cell LSN scale and the BatchNorm statistics of the control pass (per
+        block of ``sample_block_size`` cells), drawn exactly like :meth:`sample`: the control
+        cells replayed from it are those of ``sample(n_cells, seed)``, bit for bit. Pass it to
+        :meth:`perturb` (``state=``) to perturb the same cells repeatedly; save it with
+        ``state.save(path)`` (``.npz``, no pickles) and restore it with ``ReplayState.load(path)``
+        (``groundgan.model._perturb.ReplayState``). It records a fingerprint of the model's
+        weights: another model (or this one after further training) refuses it.
+
+        Examples
+        --------
+        >>> state = model.replay_state(1000, seed=0)
+        >>> ko = model.perturb({"SPI1": 0.0}, state=state)
+        >>> state.save("pbmc_state.npz")
         """
         return _perturb.replay_state(self, n_cells, seed)
 
     def perturb(
         self,
-        perturbations,
+        perturbations: _perturb.Perturbations,
         n_cells: int | None = None,
         seed: int | None = None,
         mode: Literal["set", "scale"] = "set",
         state: _perturb.ReplayState | None = None,
-    ):
+    ) -> _perturb.MuData:
         """In-silico perturbation of TFs with exact replay; returns matched cells as MuData.
 
-        See :func:`groundgan.model._perturb.perturb` for the semantics.
+        The control cells are those of ``sample(n_cells, seed)``. For each perturbation the
+        named TFs are changed and only the target generators are re-run, with everything else
+        replayed: both noises, the per-cell LSN scale and the control pass's BatchNorm
+        statistics (recomputed statistics would subtract a TF set to one constant in every cell
+        and hide the perturbation). Genes that are not direct targets of a perturbed TF are
+        therefore bitwise identical to the control.
+
+        Values are in output units (library-size normalised, as in :meth:`sample`). Perturbed
+        cells are not re-normalised, so they no longer sum exactly to the library size. Control
+        cells that came out all zero (LSN scale 0; rare) have no output scale and are left
+        unchanged (``obs["zero_cell"]``).
+
+        Parameters
+        ----------
+        perturbations
+            ``{TF: value}`` or a list of such dicts (one perturbed modality each); several TFs
+            in one dict are perturbed together. Only TFs of the GRN can be perturbed.
+        n_cells
+            Number of cells (not needed with ``state``).
+        seed
+            Seed of the cells, as in :meth:`sample` (``None`` draws one, recorded in
+            ``uns["groundgan"]["seed"]``).
+        mode
+            ``"set"``: the TF's value becomes ``value`` in every cell (knockout: 0);
+            ``"scale"``: the TF's value is multiplied by ``value`` (2: twofold overexpression).
+        state
+            A :meth:`replay_state` to replay (``n_cells`` and ``seed`` then come from it).
+
+        Returns
+        -------
+        :class:`mudata.MuData` with ``axis=1`` (the modalities share the genes): ``"control"`` and
+        one modality per perturbation, named ``"SPI1=0"``, ``"GATA1=0,TAL1=0"`` or ``"SPI1*2"``.
+        Row ``i`` of every modality is the same simulated cell: obs names
+        ``"<modality>:sim_<i>"`` with ``obs["cell"] = "sim_<i>"`` (the obs name in
+        :meth:`sample`). ``var`` holds ``grn_role``, ``perturbed_tf`` and ``direct_target``;
+        ``mdata.uns`` holds ``"groundgan_perturbations"`` (table: modality, gene, value, mode),
+        ``"groundgan"`` (seed, n_cells, mode, model) and ``"groundgan_grn"``.
+
+        Raises
+        ------
+        ValueError
+            Naming the problem: unknown gene, a target gene instead of a TF, NaN/infinite or
+            negative values, an empty perturbation, an unknown mode, an untrained model, a
+            state from another model, ``n_cells``/``seed`` that disagree with ``state``.
+
+        Examples
+        --------
+        >>> ko = model.perturb({"SPI1": 0.0}, n_cells=1000, seed=0)
+        >>> ko.mod["control"], ko.mod["SPI1=0"]
+        >>> both = model.perturb([{"SPI1": 0.0}, {"GATA1": 0.0, "TAL1": 0.0}], n_cells=1000, seed=0)
+        >>> up = model.perturb({"SPI1": 2.0}, mode="scale", n_cells=1000, seed=0)  # "SPI1*2"
+        >>> gg.tl.perturbation_effect(ko)
         """
         return _perturb.perturb(self, perturbations, n_cells, seed, mode, state)
 

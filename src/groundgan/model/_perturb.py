@@ -1,13 +1,574 @@
-"""(being written) In-silico perturbation with exact replay."""
+"""In-silico perturbation of TFs with exact replay of the control cells.
+
+A :class:`ReplayState` holds everything that determined a set of simulated cells (one
+:class:`~groundgan.nn.GenerationRecord` per block of ``sample_block_size`` cells): the causal
+controller's noise, the target generators' noise, the pre-LSN TF expression, the per-cell LSN
+scale and the BatchNorm statistics of the control pass. It is drawn exactly like
+:meth:`GroundGAN.sample` (same generator, same order), so the control cells replayed from it are
+bitwise those of ``model.sample(n_cells, seed)``.
+
+A perturbation changes the named TFs and re-runs only the target generators, replaying every
+other input, the LSN scale and the control pass's BatchNorm statistics. Replaying the statistics
+matters: recomputed batch statistics would subtract a TF that is set to one constant in every
+cell, so a knockout and an overexpression would give the same cells.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import mudata
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from mudata import MuData
+
+from .._validation import InvalidInputError, check_positive_int, format_names
+from .._version import __version__
+from ..nn import GenerationRecord
+from . import _sampling
+from ._io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from ._groundgan import GroundGAN
+
+__all__ = ["Perturbation", "Perturbations", "ReplayState", "perturb", "replay_state"]
+
+#: A perturbation ``{TF: value}`` or a list of them.
+Perturbations = Mapping[str, float] | Sequence[Mapping[str, float]]
+
+CONTROL = "control"
+MODES = ("set", "scale")
+STATE_KIND = "groundgan.ReplayState"
+STATE_FORMAT = 1
+#: Parts of the module that determine generated cells (and so enter the fingerprint).
+GENERATION_PREFIXES = ("controller.", "target_generators.", "tf_index", "target_index")
 
 
+# perturbations ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Perturbation:
+    """One perturbation: TF -> value (``mode="set"``) or factor (``mode="scale"``)."""
+
+    values: dict[str, float]
+    mode: str
+
+    @property
+    def name(self) -> str:
+        """Modality name: ``"SPI1=0"``, ``"GATA1=0,TAL1=0"``, ``"SPI1*2"``."""
+        sign = "=" if self.mode == "set" else "*"
+        return ",".join(f"{g}{sign}{format_value(v)}" for g, v in self.values.items())
+
+
+def format_value(value: float) -> str:
+    """Shortest readable form of ``value`` that reads back as the same float."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown perturbation mode {mode!r}; use 'set' or 'scale'")
+    return mode
+
+
+def parse_perturbations(
+    model: GroundGAN, perturbations: Perturbations, mode: str
+) -> list[Perturbation]:
+    """Validate ``perturbations`` (a dict or a list of dicts) into :class:`Perturbation` s."""
+    mode = check_mode(mode)
+    if isinstance(perturbations, Mapping):
+        items = [perturbations]
+    elif isinstance(perturbations, Sequence) and not isinstance(perturbations, str):
+        items = list(perturbations)
+    else:
+        raise InvalidInputError(
+            "perturbations must be a dict {TF: value} or a list of such dicts, got "
+            f"{type(perturbations).__name__}"
+        )
+    if not items:
+        raise InvalidInputError("no perturbation given: pass a dict {TF: value} or a list of them")
+    parsed, seen = [], set()
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise InvalidInputError(
+                f"perturbation #{i} is a {type(item).__name__}, not a dict {{TF: value}}"
+            )
+        if not item:
+            raise InvalidInputError(f"perturbation #{i} is empty: name at least one TF")
+        values = {
+            check_tf(model, gene): check_value(gene, value, mode) for gene, value in item.items()
+        }
+        perturbation = Perturbation(values, mode)
+        if perturbation.name in seen:
+            raise InvalidInputError(f"perturbation {perturbation.name!r} is given twice")
+        seen.add(perturbation.name)
+        parsed.append(perturbation)
+    return parsed
+
+
+def check_tf(model: GroundGAN, gene) -> str:
+    """``gene`` must be one of the model's TFs."""
+    layout = model.layout
+    if not isinstance(gene, str):
+        raise InvalidInputError(f"gene names must be strings, got {gene!r}")
+    if gene in layout.tfs:
+        return gene
+    if gene in layout.targets:
+        raise InvalidInputError(
+            f"{gene!r} is a target gene, not a TF; only TFs can be perturbed "
+            f"(TFs: {format_names(layout.tfs)})"
+        )
+    raise InvalidInputError(
+        f"gene {gene!r} is not one of the model's genes (TFs: {format_names(layout.tfs)})"
+    )
+
+
+def check_value(gene: str, value, mode: str) -> float:
+    """A finite, non-negative number (an expression value or a factor)."""
+    what = "value" if mode == "set" else "factor"
+    if isinstance(value, (bool, np.bool_)):
+        raise InvalidInputError(f"{what} for {gene!r} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} for {gene!r} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise InvalidInputError(
+            f"{what} for {gene!r} must be finite and >= 0 (expression cannot be negative), "
+            f"got {value!r}"
+        )
+    return number
+
+
+# replay state ----------------------------------------------------------------------------
+def model_fingerprint(model: GroundGAN) -> str:
+    """SHA-256 of what determines generated cells: genes, GRN layout, block size, library size
+    and the weights of the causal controller and the target generators."""
+    h = hashlib.sha256()
+    layout = model.layout
+    header = {
+        "var_names": list(layout.var_names),
+        "tfs": list(layout.tfs),
+        "library_size": model.library_size,
+        "sample_block_size": model.sample_block_size,
+    }
+    h.update(json.dumps(header, sort_keys=True).encode())
+    state = model.module.state_dict()
+    for name in sorted(state):
+        if not name.startswith(GENERATION_PREFIXES):
+            continue
+        tensor = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class ReplayState:
-    """(being written)"""
+    """What determines ``n_cells`` simulated cells, for exact and reusable replay.
+
+    Obtain it with :meth:`GroundGAN.replay_state` and pass it to :meth:`GroundGAN.perturb`
+    (``state=``); keep it on disk with :meth:`save` / :meth:`load`.
+
+    Attributes
+    ----------
+    records
+        One :class:`~groundgan.nn.GenerationRecord` per block of ``block_size`` cells (the last
+        block is held in full; cells past ``n_cells`` are dropped from the output), on the CPU.
+    n_cells, seed, block_size
+        The cells it describes: those of ``model.sample(n_cells, seed)``.
+    var_names
+        The model's genes.
+    fingerprint
+        :func:`model_fingerprint` of the model that drew it; a state is refused by any other
+        model (or by the same model after further training).
+
+    Examples
+    --------
+    >>> state = model.replay_state(1000, seed=0)
+    >>> state.save("state.npz")
+    >>> state = gg.model.ReplayState.load("state.npz")  # doctest: +SKIP
+    >>> ko = model.perturb({"SPI1": 0.0}, state=state)
+    """
+
+    records: tuple[GenerationRecord, ...]
+    n_cells: int
+    seed: int
+    block_size: int
+    var_names: tuple[str, ...]
+    fingerprint: str
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return (
+            f"ReplayState(n_cells={self.n_cells}, seed={self.seed}, block_size={self.block_size}, "
+            f"n_blocks={self.n_blocks}, genes={len(self.var_names)}, "
+            f"model={self.fingerprint[:12]})"
+        )
+
+    def check(self, model: GroundGAN) -> None:
+        """Refuse a state that ``model`` did not draw (genes, block size or weights differ)."""
+        if list(self.var_names) != list(model.layout.var_names):
+            raise InvalidInputError(
+                "replay state is from another model: its genes differ from this model's"
+            )
+        if self.block_size != model.sample_block_size:
+            raise InvalidInputError(
+                f"replay state is from another model: block size {self.block_size}, this model "
+                f"samples in blocks of {model.sample_block_size}"
+            )
+        fingerprint = model_fingerprint(model)
+        if fingerprint != self.fingerprint:
+            raise InvalidInputError(
+                "replay state is from another model (or from this one before further training): "
+                f"model fingerprint {self.fingerprint[:12]}..., this model's {fingerprint[:12]}..."
+            )
+
+    # files -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the state to an ``.npz`` file at ``path`` (used as given; no pickles).
+
+        Examples
+        --------
+        >>> model.replay_state(1000, seed=0).save("state.npz")
+        """
+        arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(self._meta()))}
+        arrays["var_names"] = np.array(self.var_names, dtype=str)
+        for b, record in enumerate(self.records):
+            arrays.update(_record_arrays(f"b{b}", record))
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(Path(path), buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReplayState:
+        """Read a state written by :meth:`save` (``allow_pickle=False``).
+
+        Examples
+        --------
+        >>> state = ReplayState.load("state.npz")  # doctest: +SKIP
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as err:
+            raise InvalidInputError(f"{path} is not a groundgan replay state ({err})") from err
+        try:
+            meta = json.loads(str(arrays["meta"]))
+            if meta.get("kind") != STATE_KIND:
+                raise KeyError("kind")
+            if meta["format"] > STATE_FORMAT:
+                raise InvalidInputError(
+                    f"{path}: replay state format {meta['format']} is newer than this groundgan "
+                    f"({__version__}) reads"
+                )
+            records = tuple(
+                _record_from_arrays(arrays, f"b{b}", meta) for b in range(meta["n_blocks"])
+            )
+            state = cls(
+                records=records,
+                n_cells=int(meta["n_cells"]),
+                seed=int(meta["seed"]),
+                block_size=int(meta["block_size"]),
+                var_names=tuple(map(str, arrays["var_names"])),
+                fingerprint=str(meta["fingerprint"]),
+            )
+        except (KeyError, TypeError, json.JSONDecodeError) as err:
+            raise InvalidInputError(
+                f"{path} is not a groundgan replay state (missing {err})"
+            ) from err
+        state._check_shapes(path)
+        return state
+
+    def _meta(self) -> dict:
+        first = self.records[0]
+        return {
+            "kind": STATE_KIND,
+            "format": STATE_FORMAT,
+            "version": __version__,
+            "n_cells": self.n_cells,
+            "seed": self.seed,
+            "block_size": self.block_size,
+            "n_blocks": self.n_blocks,
+            "n_controller_stats": len(first.controller_stats),
+            "n_target_stats": len(first.target_stats),
+            "fingerprint": self.fingerprint,
+        }
+
+    def _check_shapes(self, path: Path) -> None:
+        expected_blocks = -(-self.n_cells // self.block_size)
+        rows = {r.controller_noise.shape[0] for r in self.records}
+        if self.n_blocks != expected_blocks or rows != {self.block_size}:
+            raise InvalidInputError(
+                f"{path}: inconsistent replay state ({self.n_blocks} blocks of {sorted(rows)} "
+                f"cells for {self.n_cells} cells in blocks of {self.block_size})"
+            )
 
 
-def replay_state(model, n_cells, seed):
-    raise NotImplementedError
+RECORD_TENSORS = ("controller_noise", "target_noise", "tf_expression", "lsn_scale")
+RECORD_STATS = ("controller_stats", "target_stats")
 
 
-def perturb(model, perturbations, n_cells, seed, mode, state):
-    raise NotImplementedError
+def _record_arrays(prefix: str, record: GenerationRecord) -> dict[str, np.ndarray]:
+    out = {f"{prefix}.{k}": getattr(record, k).cpu().numpy() for k in RECORD_TENSORS}
+    for kind in RECORD_STATS:
+        for i, (mean, var) in enumerate(getattr(record, kind)):
+            out[f"{prefix}.{kind}.{i}.mean"] = mean.cpu().numpy()
+            out[f"{prefix}.{kind}.{i}.var"] = var.cpu().numpy()
+    return out
+
+
+def _record_from_arrays(arrays: dict, prefix: str, meta: dict) -> GenerationRecord:
+    def tensor(key: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(arrays[key]))
+
+    tensors = [tensor(f"{prefix}.{k}") for k in RECORD_TENSORS]
+    stats = [
+        [
+            (tensor(f"{prefix}.{kind}.{i}.mean"), tensor(f"{prefix}.{kind}.{i}.var"))
+            for i in range(meta[f"n_{kind}"])
+        ]
+        for kind in RECORD_STATS
+    ]
+    return GenerationRecord(*tensors, *stats)
+
+
+def _record_to(record: GenerationRecord, device: torch.device) -> GenerationRecord:
+    tensors = [getattr(record, k).to(device) for k in RECORD_TENSORS]
+    stats = [[(m.to(device), v.to(device)) for m, v in getattr(record, k)] for k in RECORD_STATS]
+    return GenerationRecord(*tensors, *stats)
+
+
+def check_trained(model: GroundGAN) -> None:
+    if not model.is_trained_:
+        raise InvalidInputError(
+            "the model is not trained (stage 2 has no steps): call model.train() before "
+            "perturbing it"
+        )
+
+
+def draw_seed(seed: int | None) -> int:
+    if seed is None:
+        return int(np.random.default_rng().integers(2**31 - 1))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InvalidInputError(f"seed must be an integer or None, got {seed!r}")
+    return int(seed)
+
+
+def replay_state(model: GroundGAN, n_cells: int, seed: int | None) -> ReplayState:
+    """Draw the replay state of ``model.sample(n_cells, seed)`` (see :class:`ReplayState`).
+
+    The noise is drawn exactly as :func:`groundgan.model._sampling.generate_blocks` draws it:
+    one generator seeded with ``seed``, per block ``z`` then the target noise, each block in
+    full.
+    """
+    check_trained(model)
+    n_cells = check_positive_int(n_cells, "n_cells")
+    seed = draw_seed(seed)
+    module, block, device = model.module, model.sample_block_size, model.device
+    rng = torch.Generator(device=device).manual_seed(seed)
+    records = []
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            for _ in range(0, n_cells, block):
+                z = torch.randn(block, module.controller.latent_dim, generator=rng, device=device)
+                noise = torch.randn(block, module.n_targets, generator=rng, device=device)
+                _, record = module.generate_recorded(z, noise)
+                records.append(_record_to(record, torch.device("cpu")))
+    finally:
+        module.train(was_training)
+    return ReplayState(
+        records=tuple(records),
+        n_cells=n_cells,
+        seed=seed,
+        block_size=block,
+        var_names=tuple(model.layout.var_names),
+        fingerprint=model_fingerprint(model),
+    )
+
+
+def resolve_state(
+    model: GroundGAN, n_cells: int | None, seed: int | None, state: ReplayState | None
+) -> ReplayState:
+    """The given state (checked against ``model``, ``n_cells`` and ``seed``) or a new one."""
+    if state is None:
+        if n_cells is None:
+            raise InvalidInputError("n_cells is required (or pass a replay state as state=)")
+        return replay_state(model, n_cells, seed)
+    if not isinstance(state, ReplayState):
+        raise InvalidInputError(f"state must be a ReplayState, got {type(state).__name__}")
+    if n_cells is not None and n_cells != state.n_cells:
+        raise InvalidInputError(
+            f"n_cells={n_cells!r} disagrees with the replay state, which holds {state.n_cells} "
+            "cells: pass n_cells=None with state="
+        )
+    if seed is not None and seed != state.seed:
+        raise InvalidInputError(
+            f"seed={seed!r} disagrees with the replay state, drawn with seed {state.seed}: "
+            "pass seed=None with state="
+        )
+    state.check(model)
+    return state
+
+
+# replay ----------------------------------------------------------------------------------
+def perturbed_block(
+    model: GroundGAN,
+    record: GenerationRecord,
+    control: torch.Tensor,
+    perturbation: Perturbation,
+) -> torch.Tensor:
+    """One block of perturbed cells (output units), everything but the TFs replayed.
+
+    ``set``: the TF's output value becomes the value (its pre-LSN input is the value divided by
+    the cell's LSN scale); ``scale``: the TF's value is multiplied. The TF columns of the output
+    are written exactly (no rounding through the LSN scale). Cells whose control pass was all
+    zero (LSN scale 0) have no output scale and are left unchanged.
+    """
+    layout, module = model.layout, model.module
+    tfs = record.tf_expression.clone()
+    scale = record.lsn_scale[:, 0]
+    live = scale > 0
+    safe_scale = torch.where(live, scale, torch.ones_like(scale))
+    for gene, value in perturbation.values.items():
+        k = layout.tfs.index(gene)
+        if perturbation.mode == "set":
+            tfs[:, k] = torch.where(live, value / safe_scale, tfs[:, k])
+        else:
+            tfs[:, k] = tfs[:, k] * value
+    cells = module.replay(record, tfs)
+    for gene, value in perturbation.values.items():
+        column = layout.var_names.index(gene)
+        if perturbation.mode == "set":
+            cells[:, column] = torch.where(live, torch.full_like(scale, value), control[:, column])
+        else:
+            cells[:, column] = control[:, column] * value
+    return cells
+
+
+def replay_cells(
+    model: GroundGAN, state: ReplayState, perturbations: Sequence[Perturbation]
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Control cells, perturbed cells (one array per perturbation) and the all-zero flags."""
+    module, device, n = model.module, model.device, state.n_cells
+    control_blocks, zero_blocks = [], []
+    perturbed_blocks: list[list[np.ndarray]] = [[] for _ in perturbations]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            for record in state.records:
+                record = _record_to(record, device)
+                control = module.replay(record)
+                control_blocks.append(control.float().cpu().numpy())
+                zero_blocks.append((record.lsn_scale[:, 0] == 0).cpu().numpy())
+                for out, perturbation in zip(perturbed_blocks, perturbations, strict=True):
+                    cells = perturbed_block(model, record, control, perturbation)
+                    out.append(cells.float().cpu().numpy())
+    finally:
+        module.train(was_training)
+    return (
+        np.concatenate(control_blocks)[:n],
+        [np.concatenate(blocks)[:n] for blocks in perturbed_blocks],
+        np.concatenate(zero_blocks)[:n],
+    )
+
+
+# MuData ----------------------------------------------------------------------------------
+def perturbation_table(perturbations: Sequence[Perturbation]) -> pd.DataFrame:
+    """One row per (modality, gene): ``modality``, ``gene``, ``value``, ``mode``."""
+    rows = [
+        (p.name, gene, value, p.mode) for p in perturbations for gene, value in p.values.items()
+    ]
+    return pd.DataFrame(rows, columns=["modality", "gene", "value", "mode"])
+
+
+def direct_targets(grn: pd.DataFrame, tfs) -> set[str]:
+    """Targets of any of ``tfs`` in ``grn``."""
+    return set(grn.loc[grn["tf"].isin(list(tfs)), "target"])
+
+
+def modality(
+    model: GroundGAN,
+    name: str,
+    X: np.ndarray,
+    zero: np.ndarray,
+    seed: int,
+    perturbation: Perturbation | None,
+) -> AnnData:
+    """An AnnData of one modality: obs ``"<name>:sim_<i>"`` with ``obs["cell"] = "sim_<i>"``."""
+    obs, var, uns = _sampling.simulated_obs_var(model, X.shape[0], seed)
+    cells = obs.index.to_numpy()
+    obs.index = pd.Index([f"{name}:{c}" for c in cells])
+    obs["cell"] = cells
+    obs["perturbation"] = name
+    obs["zero_cell"] = zero
+    tfs = {} if perturbation is None else perturbation.values
+    var["perturbed_tf"] = var.index.isin(list(tfs))
+    var["direct_target"] = var.index.isin(list(direct_targets(model.layout.grn, tfs)))
+    if perturbation is not None:
+        uns["groundgan_perturbation"] = perturbation_table([perturbation])
+    return AnnData(X=X, obs=obs, var=var, uns=uns)
+
+
+def to_mudata(
+    model: GroundGAN,
+    state: ReplayState,
+    perturbations: Sequence[Perturbation],
+    control: np.ndarray,
+    perturbed: Sequence[np.ndarray],
+    zero: np.ndarray,
+    mode: str,
+) -> MuData:
+    mods = {CONTROL: modality(model, CONTROL, control, zero, state.seed, None)}
+    for perturbation, X in zip(perturbations, perturbed, strict=True):
+        mods[perturbation.name] = modality(
+            model, perturbation.name, X, zero, state.seed, perturbation
+        )
+    # shared genes (axis=1); obs/var columns are pulled explicitly (mudata >= 0.3 semantics)
+    with mudata.set_options(pull_on_update=False):
+        mdata = MuData(mods, axis=1)
+    mdata.pull_obs()
+    mdata.var["grn_role"] = mods[CONTROL].var["grn_role"]
+    info = copy.deepcopy(mods[CONTROL].uns["groundgan"])
+    info.update(n_cells=state.n_cells, mode=mode, model_fingerprint=state.fingerprint)
+    mdata.uns["groundgan"] = info
+    mdata.uns["groundgan_grn"] = model.grn
+    mdata.uns["groundgan_perturbations"] = perturbation_table(perturbations)
+    return mdata
+
+
+def perturb(
+    model: GroundGAN,
+    perturbations: Perturbations,
+    n_cells: int | None,
+    seed: int | None,
+    mode: Literal["set", "scale"],
+    state: ReplayState | None,
+) -> MuData:
+    """Matched control and perturbed cells; see :meth:`GroundGAN.perturb`."""
+    check_trained(model)
+    parsed = parse_perturbations(model, perturbations, mode)
+    if n_cells is not None:
+        n_cells = check_positive_int(n_cells, "n_cells")
+    state = resolve_state(model, n_cells, seed, state)
+    control, perturbed, zero = replay_cells(model, state, parsed)
+    return to_mudata(model, state, parsed, control, perturbed, zero, mode)

@@ -122,7 +122,7 @@ def embedding(
             coords[mask, 0],
             coords[mask, 1],
             s=size,
-            c=palette[name],
+            color=palette[name],
             alpha=alpha,
             label=f"{name} ({int(mask.sum())})",
             linewidths=0,

@@ -229,6 +229,7 @@ def paga_trajectory(
     >>> import scanpy as sc
     >>> import groundgan as gg
     >>> adata = sc.datasets.krumsiek11()
+    >>> adata.X = adata.X.clip(0)  # the simulation has tiny negative values
     >>> gg.tl.paga_trajectory(adata, groups="cell_type", root="progenitor")  # doctest: +SKIP
     >>> adata.obs.groupby("cell_type").dpt_pseudotime.median()  # doctest: +SKIP
     """

@@ -251,6 +251,9 @@ class GroundGANStage(WGANGPStage):
     def extra_generator_losses(self, fake: Tensor, real: Tensor) -> list[Tensor]:
         m = self.module
         fake_targets, fake_tfs = self.split(fake)
+        # the labels are detached: otherwise the generator lowers these losses by inflating the
+        # targets so that LSN shrinks the TFs, instead of making targets informative of TFs
+        fake_tfs = fake_tfs.detach()
         labeler_loss = F.mse_loss(m.labeler(fake_targets), fake_tfs)
         antilabeler_loss = F.mse_loss(m.antilabeler(fake_targets), fake_tfs)
         return [labeler_loss, antilabeler_loss]

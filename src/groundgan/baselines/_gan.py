@@ -1,0 +1,797 @@
+"""GAN baselines: what they share (setup, training, block sampling, save/load) and scGAN.
+
+Every GAN baseline is a WGAN-GP whose generator ends in an LSN layer, trained with the paper's
+stage-1 recipe by the same stage classes and loop as GroundGAN (:mod:`groundgan.train`).
+:class:`ScGAN` is GroundGAN's causal controller trained alone; the conditional models
+(:class:`~groundgan.baselines.CscGAN`, :class:`~groundgan.baselines.CWGAN`) live in
+``_conditional.py``. A subclass provides its torch module, its training stage and how a block
+of cells is generated; everything that touches AnnData lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from torch import Tensor, nn
+
+from .._validation import (
+    InvalidInputError,
+    check_finite_nonnegative,
+    check_library_normalized,
+    check_positive_int,
+    check_unique,
+    format_names,
+    matrix_of,
+    to_dense,
+)
+from .._version import __version__
+from ..model._groundgan import resolve_device
+from ..model._io import atomic_write_bytes, load_weights, torch_bytes
+from ..model._sampling import check_seed
+from ..nn import CausalController, Critic, LibrarySizeNormalization
+from ..train import ControllerStage, StageSettings, WGANGPStage, run_stage
+from ._base import (
+    DEFAULT_LIBRARY_SIZE,
+    DEFAULT_N_CELLS,
+    NotTrainedError,
+    _check_labels,
+    _check_same_genes,
+    _label_order,
+    _largest_remainder,
+)
+
+__all__ = ["ScGAN"]
+
+#: Fewest training cells a GAN baseline trains on.
+MIN_CELLS = 10
+#: Files of a saved GAN baseline (``labels.csv`` only for conditional models).
+WEIGHTS_FILE, META_FILE, GENES_FILE = "model.pt", "model.json", "var_names.csv"
+LABELS_FILE, HISTORY_FILE = "labels.csv", "history.csv"
+#: The only label of an unconditional model.
+ALL_CELLS = "all"
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_hidden(hidden: Sequence[int], name: str) -> list[int]:
+    """A non-empty list of positive layer widths."""
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence) or not hidden:
+        raise InvalidInputError(
+            f"{name} must be a non-empty sequence of layer widths, got {hidden!r}"
+        )
+    return [check_positive_int(width, f"{name} entries") for width in hidden]
+
+
+def resolve_library_size(adata: AnnData, X, library_size: float | None, what: str) -> float:
+    """The per-cell total the cells are normalised to, checked on every cell.
+
+    ``library_size``, else ``adata.uns["groundgan_preprocess"]["library_size"]`` (written by
+    :func:`groundgan.pp.preprocess`), else the cells' median total.
+    """
+    check_finite_nonnegative(X, what)
+    if library_size is None:
+        library_size = adata.uns.get("groundgan_preprocess", {}).get("library_size")
+    if library_size is None:
+        totals = np.asarray(X.sum(axis=1)).ravel()
+        library_size = float(np.median(totals)) if totals.size else DEFAULT_LIBRARY_SIZE
+    valid = isinstance(library_size, (int, float, np.number)) and not isinstance(library_size, bool)
+    if not valid or not np.isfinite(library_size) or library_size <= 0:
+        raise InvalidInputError(f"library_size must be a positive number, got {library_size!r}")
+    check_library_normalized(X, float(library_size), what)
+    return float(library_size)
+
+
+def batch_size_for(batch_size: int, n_cells: int) -> int:
+    """``batch_size``, shrunk (with a warning) to the number of training cells."""
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if batch_size > n_cells:
+        warnings.warn(
+            f"batch size {batch_size} exceeds the {n_cells} training cells; using {n_cells}",
+            UserWarning,
+            stacklevel=3,
+        )
+        return n_cells
+    return batch_size
+
+
+def cells_per_label(
+    n_cells: int | None,
+    labels: Mapping[str, int] | None,
+    label_names: Sequence[str],
+    label_sizes: Sequence[int],
+    labels_key: str | None,
+    model_name: str,
+) -> np.ndarray:
+    """Number of cells to sample per label (one entry for unconditional models).
+
+    ``labels`` is honoured exactly; without it ``n_cells`` (default 1000) is split by the
+    training ratios with largest-remainder rounding.
+    """
+    if n_cells is not None:
+        n_cells = check_positive_int(n_cells, "n_cells")
+    if labels is None:
+        total = DEFAULT_N_CELLS if n_cells is None else n_cells
+        return _largest_remainder(np.asarray(label_sizes, dtype=float), total)
+    if labels_key is None:
+        raise InvalidInputError(
+            f"labels were requested but {model_name} is unconditional; use CscGAN or CWGAN "
+            "set up with labels_key=... for conditional sampling"
+        )
+    if not isinstance(labels, Mapping):
+        raise InvalidInputError(
+            f"labels must be a dict label -> n_cells, got {type(labels).__name__}"
+        )
+    requested = {str(k): v for k, v in labels.items()}
+    unknown = [k for k in requested if k not in label_names]
+    if unknown:
+        raise InvalidInputError(
+            f"unknown labels in labels: {format_names(unknown)} (labels of {labels_key!r}: "
+            f"{format_names(label_names)})"
+        )
+    for label, count in requested.items():
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise InvalidInputError(
+                f"labels[{label!r}] must be a non-negative integer, got {count!r}"
+            )
+    per_label = np.array([int(requested.get(name, 0)) for name in label_names])
+    if per_label.sum() == 0:
+        raise InvalidInputError("labels asks for 0 cells in total")
+    if n_cells is not None and n_cells != per_label.sum():
+        raise InvalidInputError(
+            f"n_cells={n_cells} differs from the {per_label.sum()} cells asked for in labels; "
+            "leave n_cells out"
+        )
+    return per_label
+
+
+# ----------------------------------------------------------------------------- the shared class
+
+
+class _LabelledStage(WGANGPStage):
+    """A stage whose training cells carry label codes (``labels``, one per row of ``data``)."""
+
+    labels: Tensor
+
+
+class _GANBaseline:
+    """Base class of the GAN baselines (not public; see ScGAN, CscGAN and CWGAN).
+
+    Subclasses implement :meth:`_build_module`, :meth:`_new_stage` and :meth:`_generate_block`.
+    """
+
+    #: One line naming the model for ``repr``.
+    _description: ClassVar[str] = ""
+    #: Whether the model is conditioned on cell labels (then ``labels_key`` is required).
+    _conditional: ClassVar[bool] = False
+
+    # ------------------------------------------------------------------------- setup
+    @classmethod
+    def setup_key(cls) -> str:
+        """Key of the setup record in ``adata.uns``."""
+        return f"groundgan_setup_{cls.__name__}"
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        labels_key: str | None = None,
+        layer: str | None = None,
+        library_size: float | None = None,
+    ) -> None:
+        """Validate ``adata`` and record where the cells (and labels) live.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes, library-size normalised (every cell sums to the library size), as
+            written by :func:`groundgan.pp.preprocess`.
+        labels_key
+            Column of ``adata.obs`` with cell labels (clusters from :func:`groundgan.pp.cluster`,
+            cell types, ...): required by the conditional models, refused by :class:`ScGAN`.
+        layer
+            Layer holding the normalised values instead of ``X``.
+        library_size
+            Per-cell total; by default ``adata.uns["groundgan_preprocess"]["library_size"]``,
+            else the cells' median total. Every cell must sum to it.
+
+        Writes ``adata.uns["groundgan_setup_<model name>"]``; nothing when a check fails.
+        """
+        if not isinstance(adata, AnnData):
+            raise InvalidInputError(f"adata must be an AnnData, got {type(adata).__name__}")
+        if adata.n_obs < MIN_CELLS or adata.n_vars < 1:
+            raise InvalidInputError(
+                f"adata needs at least {MIN_CELLS} cells and 1 gene, got {adata.n_obs} x {adata.n_vars}"
+            )
+        check_unique(list(map(str, adata.var_names)), "var_names")
+        what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        X = matrix_of(adata, layer)
+        size = resolve_library_size(adata, X, library_size, what)
+        cls._check_labels_key(labels_key)
+        if labels_key is not None:
+            _check_labels(adata, labels_key)
+        record: dict[str, Any] = {"library_size": size}
+        if layer is not None:
+            record["layer"] = layer
+        if labels_key is not None:
+            record["labels_key"] = labels_key
+        adata.uns[cls.setup_key()] = record
+
+    @classmethod
+    def _check_labels_key(cls, labels_key: str | None) -> None:
+        if cls._conditional and labels_key is None:
+            raise InvalidInputError(
+                f"{cls.__name__} is conditional: set it up with labels_key=<obs column of cell "
+                "labels>, e.g. the clusters of gg.pp.cluster (labels_key='cluster')"
+            )
+        if not cls._conditional and labels_key is not None:
+            raise InvalidInputError(
+                f"{cls.__name__} is unconditional and takes no labels_key; use CscGAN or CWGAN "
+                "for a model conditioned on cell labels"
+            )
+
+    # ------------------------------------------------------------------------- init
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        latent_dim: int = 128,
+        generator_hidden: Sequence[int] = (256, 512, 1024),
+        critic_hidden: Sequence[int] = (1024, 512, 256),
+        sample_block_size: int = 1024,
+        seed: int = 0,
+        **model_params: Any,
+    ):
+        if not isinstance(adata, AnnData):
+            raise InvalidInputError(f"adata must be an AnnData, got {type(adata).__name__}")
+        if self.setup_key() not in adata.uns:
+            raise InvalidInputError(
+                f"adata was not set up for {type(self).__name__}: call "
+                f"gg.baselines.{type(self).__name__}.setup_anndata(adata) first"
+            )
+        record = dict(adata.uns[self.setup_key()])
+        self.labels_key: str | None = record.get("labels_key")
+        self.layer: str | None = record.get("layer")
+        if self.labels_key is None:
+            names, sizes = [ALL_CELLS], [int(adata.n_obs)]
+        else:
+            _check_labels(adata, self.labels_key)
+            counts = adata.obs[self.labels_key].astype(str).value_counts()
+            order = _label_order(adata.obs[self.labels_key])
+            names = [name for name in order if counts.get(name, 0) > 0]
+            sizes = [int(counts[name]) for name in names]
+        init_params = {
+            "latent_dim": check_positive_int(latent_dim, "latent_dim"),
+            "generator_hidden": check_hidden(generator_hidden, "generator_hidden"),
+            "critic_hidden": check_hidden(critic_hidden, "critic_hidden"),
+            "sample_block_size": check_positive_int(sample_block_size, "sample_block_size"),
+            "seed": check_seed(seed),
+            **self._check_model_params(model_params),
+        }
+        var_names = list(map(str, adata.var_names))
+        self._build(var_names, float(record["library_size"]), names, sizes, init_params)
+        self.adata: AnnData | None = adata
+
+    def _build(
+        self,
+        var_names: list[str],
+        library_size: float,
+        label_names: list[str],
+        label_sizes: list[int],
+        init_params: dict[str, Any],
+    ) -> None:
+        """Everything but the data: shared by :meth:`__init__` and :meth:`load`."""
+        self.var_names = pd.Index(var_names)
+        self.library_size = library_size
+        self.labels_: list[str] = list(label_names)
+        self.label_sizes_: list[int] = [int(n) for n in label_sizes]
+        self.init_params_ = dict(init_params)
+        self.sample_block_size: int = int(init_params["sample_block_size"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_params["seed"])
+            self.module = self._build_module()
+        self.steps_ = 0
+        self.train_seed_: int | None = None
+        self.history_ = pd.DataFrame()
+        self._stage: WGANGPStage | None = None
+        self._rng: torch.Generator | None = None
+
+    # what subclasses define ------------------------------------------------------------------
+    def _check_model_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Validated model-specific constructor arguments (none by default)."""
+        if params:
+            raise TypeError(
+                f"{type(self).__name__}() got unexpected keyword arguments: {', '.join(params)}"
+            )
+        return {}
+
+    def _build_module(self) -> nn.Module:
+        """The torch module holding generator, critic and LSN."""
+        raise NotImplementedError
+
+    def _new_stage(
+        self, data: Tensor, labels: Tensor, settings: StageSettings, rng: torch.Generator
+    ) -> WGANGPStage:
+        """The WGAN-GP stage that trains :attr:`module` on ``data`` (and its label codes)."""
+        raise NotImplementedError
+
+    def _generate_block(self, labels: Tensor, rng: torch.Generator) -> Tensor:
+        """One block of ``sample_block_size`` cells (LSN applied) of the given label codes."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------- description
+    @property
+    def is_conditional(self) -> bool:
+        return self.labels_key is not None
+
+    @property
+    def is_trained_(self) -> bool:
+        return self.steps_ > 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.var_names)
+
+    def n_parameters(self) -> dict[str, int]:
+        """Number of parameters of the generator and of the critic."""
+        return {
+            name: sum(p.numel() for p in part.parameters())
+            for name, part in (("generator", self._generator), ("critic", self._critic))
+        }
+
+    @property
+    def _generator(self) -> nn.Module:
+        return self.module.generator
+
+    @property
+    def _critic(self) -> nn.Module:
+        return self.module.critic
+
+    def __repr__(self) -> str:
+        p = self.init_params_
+        params = self.n_parameters()
+        lines = [
+            f"{type(self).__name__}: {self._description}",
+            f"  genes: {self.n_genes}; library size {self.library_size:g}",
+            f"  generator: {p['latent_dim']} -> {p['generator_hidden']} -> {self.n_genes}, LSN; "
+            f"critic: {p['critic_hidden']}",
+            "  parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()),
+        ]
+        if self.is_conditional:
+            lines.append(f"  conditional on obs[{self.labels_key!r}]: {len(self.labels_)} labels")
+        trained = f"{self.steps_:,} steps" if self.is_trained_ else "no (call model.train())"
+        lines.append(f"  trained: {trained}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------------- training
+    def train(
+        self,
+        max_steps: int = 200_000,
+        batch_size: int = 128,
+        n_critic: int = 5,
+        gp_lambda: float = 10.0,
+        lr: float = 1e-4,
+        lr_final: float = 1e-5,
+        weight_decay: float = 0.01,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        progress_bar: bool = True,
+        log_every: int = 100,
+    ) -> None:
+        """Train the WGAN-GP (defaults: the paper's stage-1 recipe, as for scGAN).
+
+        ``max_steps`` is a total: a repeated call trains up to it, never from zero again. A step
+        is one generator update after ``n_critic`` critic updates. Generator and critic learning
+        rates decay exponentially from ``lr`` to ``lr_final`` over ``max_steps``; AdamW with
+        AMSGrad and betas (0.5, 0.9).
+
+        Parameters
+        ----------
+        max_steps, batch_size, n_critic, gp_lambda
+            Paper: 200,000 steps, 128 cells, 5 critic updates, gradient penalty weight 10. A
+            batch larger than the training set shrinks to it (with a warning).
+        lr, lr_final, weight_decay
+            Learning-rate schedule and AdamW weight decay.
+        device
+            ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
+        seed
+            Seed of minibatches, noise and interpolation: same seed, same device, same weights.
+        progress_bar, log_every
+            A tqdm bar; losses are averaged over ``log_every`` steps into :attr:`history_`.
+        """
+        if self.adata is None:
+            raise InvalidInputError(
+                "no training data: this model was loaded without adata; pass adata to load()"
+            )
+        max_steps = check_positive_int(max_steps, "max_steps")
+        log_every = check_positive_int(log_every, "log_every")
+        seed = check_seed(seed)
+        data, labels = self._training_tensors()
+        settings = StageSettings(
+            max_steps=max_steps,
+            batch_size=batch_size_for(batch_size, data.shape[0]),
+            n_critic=check_positive_int(n_critic, "n_critic"),
+            gp_lambda=float(gp_lambda),
+            lr_generator=float(lr),
+            lr_generator_final=float(lr_final),
+            lr_critic=float(lr),
+            lr_critic_final=float(lr_final),
+            weight_decay=float(weight_decay),
+        )
+        target = resolve_device(device)
+        self.module.to(target)
+        data, labels = data.to(target), labels.to(target)
+        if self._rng is None or self._rng.device != data.device or seed != self.train_seed_:
+            self._rng = torch.Generator(device=data.device).manual_seed(seed)
+            self.train_seed_ = seed
+        stage = self._stage_for(data, labels, settings)
+        if self.steps_ >= max_steps:
+            return
+        rows: list[dict] = []
+        try:
+            rows = run_stage(
+                stage, self.steps_, max_steps, log_every=log_every, progress_bar=progress_bar
+            )
+        finally:
+            self.steps_ = stage.completed_steps
+            self.module.eval()
+            self.history_ = pd.concat([self.history_, pd.DataFrame(rows)], ignore_index=True)
+
+    def _stage_for(self, data: Tensor, labels: Tensor, settings: StageSettings) -> WGANGPStage:
+        """The training stage; optimiser state carries over from the previous call.
+
+        With the same settings on the same device the previous stage goes on; otherwise a new
+        one takes over its optimiser state and puts its schedule at :attr:`steps_`.
+        """
+        previous = self._stage
+        if (
+            previous is not None
+            and previous.settings == settings
+            and previous.data.device == data.device
+        ):
+            stage = previous
+            stage.data, stage.rng = data, self._rng
+            if isinstance(stage, _LabelledStage):
+                stage.labels = labels
+        else:
+            stage = self._new_stage(data, labels, settings, self._rng)
+            if previous is not None:
+                stage.load_state_dict(previous.state_dict(), same_schedule=False)
+            stage.fast_forward(self.steps_)
+        stage.completed_steps = self.steps_
+        self._stage = stage
+        return stage
+
+    def _training_tensors(self) -> tuple[Tensor, Tensor]:
+        """Cells (float32, dense) and their label codes (indices into :attr:`labels_`)."""
+        adata = self.adata
+        _check_same_genes(adata, list(self.var_names))
+        X = matrix_of(adata, self.layer)
+        what = "training data" if self.layer is None else f"adata.layers[{self.layer!r}]"
+        check_library_normalized(X, self.library_size, what)
+        if adata.n_obs < MIN_CELLS:
+            raise InvalidInputError(
+                f"too few cells to train: {adata.n_obs} (at least {MIN_CELLS} are needed)"
+            )
+        dense = np.ascontiguousarray(to_dense(X), dtype=np.float32)
+        codes = np.zeros(adata.n_obs, dtype=np.int64)
+        if self.labels_key is not None:
+            _check_labels(adata, self.labels_key)
+            values = adata.obs[self.labels_key].astype(str).to_numpy()
+            unknown = sorted(set(values) - set(self.labels_))
+            if unknown:
+                raise InvalidInputError(
+                    f"adata.obs[{self.labels_key!r}] has labels the model does not know: "
+                    f"{format_names(unknown)} (model labels: {format_names(self.labels_)})"
+                )
+            position = {name: i for i, name in enumerate(self.labels_)}
+            codes = np.array([position[v] for v in values], dtype=np.int64)
+        return torch.from_numpy(dense), torch.from_numpy(codes)
+
+    # ------------------------------------------------------------------------- sampling
+    def sample(
+        self,
+        n_cells: int | None = None,
+        seed: int | None = 0,
+        labels: Mapping[str, int] | None = None,
+    ) -> AnnData:
+        """Simulate cells.
+
+        Cells are generated in blocks of ``sample_block_size`` from one seeded generator
+        (BatchNorm normalises with batch statistics, as in training and in the paper), so the
+        cells of a seed do not depend on how many are asked for.
+
+        Parameters
+        ----------
+        n_cells
+            Number of cells; ``None`` means 1000, or the total of ``labels``.
+        seed
+            Same seed (on the same device) -> identical cells. ``None`` draws one (recorded).
+        labels
+            Conditional models only: cells per label, e.g. ``{"CD19+ B": 100}`` (honoured
+            exactly; labels left out get no cells). ``None``: ``n_cells`` split by the training
+            ratios (largest-remainder rounding).
+
+        Returns
+        -------
+        AnnData with the training genes; ``X``: float32 values >= 0, each cell summing to the
+        library size; ``obs["simulated"]`` (``True``) and, for conditional models,
+        ``obs[labels_key]`` (cells grouped by label, in label order); ``uns["groundgan"]``:
+        model, version, seed, library size, block size and training steps.
+        """
+        if not self.is_trained_:
+            raise NotTrainedError(
+                f"{type(self).__name__} is not trained: call model.train() before sample()"
+            )
+        per_label = cells_per_label(
+            n_cells, labels, self.labels_, self.label_sizes_, self.labels_key, type(self).__name__
+        )
+        seed = (
+            int(np.random.default_rng().integers(2**31 - 1)) if seed is None else check_seed(seed)
+        )
+        codes = np.repeat(np.arange(len(self.labels_)), per_label)
+        X = self._generate(codes, seed)
+        return self._to_anndata(X, codes, seed)
+
+    def _generate(self, codes: np.ndarray, seed: int) -> np.ndarray:
+        """Cells of the given label codes, block after block from one seeded generator."""
+        block, device = self.sample_block_size, self.device
+        rng = torch.Generator(device=device).manual_seed(seed)
+        was_training = self.module.training
+        self.module.eval()
+        blocks = []
+        try:
+            with torch.no_grad():
+                for start in range(0, len(codes), block):
+                    labels = torch.as_tensor(codes[start : start + block], device=device)
+                    cells = self._generate_block(labels, rng)
+                    blocks.append(cells[: len(labels)].float().cpu().numpy())
+        finally:
+            self.module.train(was_training)
+        return np.concatenate(blocks, axis=0)
+
+    def _to_anndata(self, X: np.ndarray, codes: np.ndarray, seed: int) -> AnnData:
+        obs = pd.DataFrame(index=[f"sim_{i}" for i in range(X.shape[0])])
+        obs["simulated"] = True
+        if self.is_conditional:
+            obs[self.labels_key] = pd.Categorical.from_codes(codes, categories=self.labels_)
+        sim = AnnData(
+            X=X.astype(np.float32), obs=obs, var=pd.DataFrame(index=self.var_names.copy())
+        )
+        sim.uns["groundgan"] = {
+            "model": type(self).__name__,
+            "version": __version__,
+            "seed": seed,
+            "library_size": self.library_size,
+            "sample_block_size": self.sample_block_size,
+            "steps": self.steps_,
+        }
+        if self.is_conditional:
+            sim.uns["groundgan"]["labels_key"] = self.labels_key
+        return sim
+
+    # ------------------------------------------------------------------------- persistence
+    def save(self, dir_path: str | Path, overwrite: bool = False) -> None:
+        """Write the model to a directory.
+
+        ``model.pt`` (state dict, loaded with ``weights_only=True``), ``model.json`` (settings,
+        version, steps), ``var_names.csv``, ``labels.csv`` (conditional models: each label and
+        its number of training cells) and ``history.csv`` (training losses, when trained). No
+        pickles.
+        """
+        path = Path(dir_path)
+        if path.exists() and not path.is_dir():
+            raise InvalidInputError(f"{str(path)!r} exists and is not a directory")
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise InvalidInputError(
+                f"{str(path)!r} exists and is not empty; pass overwrite=True to replace it"
+            )
+        files = {
+            WEIGHTS_FILE: torch_bytes(
+                {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+            ),
+            META_FILE: json.dumps(self._metadata(), indent=2).encode(),
+            GENES_FILE: pd.DataFrame({"gene": list(self.var_names)}).to_csv(index=False).encode(),
+        }
+        if self.is_conditional:
+            table = pd.DataFrame({"label": self.labels_, "n_cells": self.label_sizes_})
+            files[LABELS_FILE] = table.to_csv(index=False).encode()
+        if len(self.history_):
+            files[HISTORY_FILE] = self.history_.to_csv(index=False).encode()
+        path.mkdir(parents=True, exist_ok=True)
+        for name in (LABELS_FILE, HISTORY_FILE):
+            if name not in files:
+                (path / name).unlink(missing_ok=True)
+        for name, data in files.items():
+            atomic_write_bytes(path / name, data)
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "model": type(self).__name__,
+            "version": __version__,
+            "init_params": self.init_params_,
+            "library_size": self.library_size,
+            "layer": self.layer,
+            "labels_key": self.labels_key,
+            "n_labels": len(self.labels_),
+            "n_cells_train": int(sum(self.label_sizes_)),
+            "steps": self.steps_,
+            "train_seed": self.train_seed_,
+        }
+
+    @classmethod
+    def load(cls, dir_path: str | Path, adata: AnnData | None = None, device: str = "cpu"):
+        """Restore a model written by :meth:`save`; it samples identically.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            Optional data to attach (for further training); its genes must be the model's, in
+            the same order. It is set up for this model when it is not yet.
+        device
+            Where to put the weights.
+        """
+        path = Path(dir_path)
+        meta, var_names, label_names, label_sizes = cls._read_dir(path)
+        if adata is not None:
+            if not isinstance(adata, AnnData):
+                raise InvalidInputError(f"adata must be an AnnData, got {type(adata).__name__}")
+            _check_same_genes(adata, var_names)
+        model = cls.__new__(cls)
+        model.labels_key = meta["labels_key"]
+        model.layer = meta["layer"]
+        model._build(
+            var_names, float(meta["library_size"]), label_names, label_sizes, meta["init_params"]
+        )
+        state = load_weights(path / WEIGHTS_FILE, path / WEIGHTS_FILE)
+        try:
+            model.module.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise InvalidInputError(
+                f"{path / WEIGHTS_FILE} does not hold the weights of the model described by "
+                f"{META_FILE} ({str(err).splitlines()[0]})"
+            ) from err
+        model.module.to(device)
+        model.module.eval()
+        model.steps_ = int(meta["steps"])
+        model.train_seed_ = meta.get("train_seed")
+        if (path / HISTORY_FILE).is_file():
+            model.history_ = pd.read_csv(path / HISTORY_FILE)
+        model.adata = adata
+        if adata is not None and cls.setup_key() not in adata.uns:
+            cls.setup_anndata(
+                adata,
+                labels_key=model.labels_key,
+                layer=model.layer,
+                library_size=model.library_size,
+            )
+        return model
+
+    @classmethod
+    def _read_dir(cls, path: Path) -> tuple[dict, list[str], list[str], list[int]]:
+        """Metadata, genes, labels and their training sizes of a saved model."""
+        for name in (META_FILE, WEIGHTS_FILE, GENES_FILE):
+            if not (path / name).is_file():
+                raise InvalidInputError(f"{str(path)!r} holds no saved model ({name} missing)")
+        try:
+            meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+            var_names = pd.read_csv(path / GENES_FILE, dtype=str)["gene"].tolist()
+            if meta.get("labels_key") is None:
+                label_names, label_sizes = [ALL_CELLS], [int(meta["n_cells_train"])]
+            else:
+                table = pd.read_csv(path / LABELS_FILE, dtype={"label": str})
+                label_names, label_sizes = table["label"].tolist(), table["n_cells"].tolist()
+        except (ValueError, KeyError, OSError, UnicodeDecodeError) as err:
+            raise InvalidInputError(
+                f"{str(path)!r} holds an unreadable model ({type(err).__name__}: {err})"
+            ) from err
+        if meta.get("model") != cls.__name__:
+            raise InvalidInputError(
+                f"{str(path)!r} holds a {meta.get('model')} model, not {cls.__name__}"
+            )
+        return meta, var_names, label_names, label_sizes
+
+
+# ----------------------------------------------------------------------------- scGAN
+
+
+class ScGANModule(nn.Module):
+    """scGAN's networks, named as in :class:`~groundgan.nn.GroundGANModule` so that
+    :class:`~groundgan.train.ControllerStage` trains them (and GroundGAN's causal controller
+    could start from them: the state-dict keys of ``controller`` are the same)."""
+
+    def __init__(
+        self,
+        n_genes: int,
+        latent_dim: int,
+        generator_hidden: Sequence[int],
+        critic_hidden: Sequence[int],
+        library_size: float,
+    ):
+        super().__init__()
+        self.controller = CausalController(latent_dim, generator_hidden, n_genes)
+        self.controller_critic = Critic(n_genes, critic_hidden)
+        self.lsn = LibrarySizeNormalization(library_size)
+
+    @property
+    def generator(self) -> CausalController:
+        return self.controller
+
+    @property
+    def critic(self) -> Critic:
+        return self.controller_critic
+
+    def generate_stage1(self, noise: Tensor) -> Tensor:
+        """Library-size-normalised cells from noise (the name :class:`ControllerStage` calls)."""
+        return self.lsn(self.controller(noise))
+
+
+class ScGANStage(ControllerStage):
+    """GroundGAN's stage 1 under scGAN's name (in the progress bar, history and errors)."""
+
+    name = "ScGAN"
+
+
+class ScGAN(_GANBaseline):
+    """scGAN (Marouf et al. 2020): a WGAN-GP with an LSN output layer.
+
+    Exactly GroundGAN's causal controller trained alone (its stage 1): generator ``noise ->
+    hidden (Linear, BatchNorm, ReLU) -> n_genes`` with ReLU output and LSN; critic ``n_genes ->
+    hidden (Linear, ReLU) -> 1``. Trained by :class:`~groundgan.train.ControllerStage`.
+
+    Parameters
+    ----------
+    adata
+        Library-size-normalised cells registered with :meth:`setup_anndata`.
+    latent_dim, generator_hidden, critic_hidden
+        Noise length and hidden layer sizes (paper: 128; 256, 512, 1024; 1024, 512, 256).
+    sample_block_size
+        Cells are generated in blocks of this size (BatchNorm uses batch statistics).
+    seed
+        Seed of the weight initialisation.
+
+    Examples
+    --------
+    >>> gg.baselines.ScGAN.setup_anndata(train)
+    >>> model = gg.baselines.ScGAN(train)
+    >>> model.train()                       # paper: 200,000 steps of 128 cells
+    >>> sim = model.sample(n_cells=1000, seed=0)
+    """
+
+    _description = "WGAN-GP with library-size normalisation (GroundGAN's causal controller alone)"
+
+    def _build_module(self) -> ScGANModule:
+        p = self.init_params_
+        return ScGANModule(
+            self.n_genes,
+            p["latent_dim"],
+            p["generator_hidden"],
+            p["critic_hidden"],
+            self.library_size,
+        )
+
+    def _new_stage(self, data, labels, settings, rng) -> WGANGPStage:
+        return ScGANStage(self.module, data, settings, rng)
+
+    def _generate_block(self, labels: Tensor, rng: torch.Generator) -> Tensor:
+        noise = torch.randn(
+            self.sample_block_size,
+            self.init_params_["latent_dim"],
+            generator=rng,
+            device=labels.device,
+        )
+        return self.module.generate_stage1(noise)

@@ -1,0 +1,396 @@
+"""In-silico perturbation with exact replay: GroundGAN.replay_state / GroundGAN.perturb."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import mudata
+import numpy as np
+import pytest
+import torch
+from mudata import MuData
+
+import groundgan as gg
+from groundgan._validation import InvalidInputError
+from groundgan.model._perturb import ReplayState, model_fingerprint
+from groundgan.nn._blocks import BN_EPS
+
+
+@pytest.fixture(scope="module")
+def trained(_pbmc_grn_cells_cached, tmp_path_factory):
+    """A tiny model trained briefly on the PBMC cells (150 + 150 steps), and its directory.
+
+    The networks are tiny: one thread is faster than several (thread start-up dominates).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    adata, grn = (x.copy() for x in _pbmc_grn_cells_cached)
+    gg.GroundGAN.setup_anndata(adata, grn=grn)
+    model = gg.GroundGAN(
+        adata,
+        latent_dim=16,
+        controller_hidden=(32, 64),
+        critic_hidden=(64, 32),
+        labeler_hidden=(32, 32),
+        depth=2,
+        width=2,
+        sample_block_size=64,
+    )
+    model.train(
+        max_steps_stage1=150,
+        max_steps_stage2=150,
+        batch_size_stage1=64,
+        batch_size_stage2=128,
+        progress_bar=False,
+        device="cpu",
+    )
+    directory = tmp_path_factory.mktemp("perturb") / "model"
+    model.save(directory)
+    yield model, directory
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return trained[0]
+
+
+def hub_tf(model) -> str:
+    """The TF with the most targets."""
+    return model.grn["tf"].value_counts().index[0]
+
+
+def targets_of(model, *tfs) -> set[str]:
+    grn = model.grn
+    return set(grn.loc[grn["tf"].isin(tfs), "target"])
+
+
+def column(model, gene) -> int:
+    return model.layout.var_names.index(gene)
+
+
+# control cells ---------------------------------------------------------------------------
+@pytest.mark.parametrize("n_cells", [1, 64, 150])
+def test_control_is_sample_bitwise(model, n_cells):
+    mdata = model.perturb({hub_tf(model): 0.0}, n_cells=n_cells, seed=3)
+    sim = model.sample(n_cells, seed=3)
+    assert np.array_equal(mdata.mod["control"].X, sim.X)
+    assert list(mdata.mod["control"].obs["cell"]) == list(sim.obs_names)
+
+
+def test_prefix_and_repeat_are_identical(model):
+    tf = hub_tf(model)
+    big = model.perturb({tf: 0.0}, n_cells=150, seed=5)  # 150 = 2 blocks + 22 cells
+    again = model.perturb({tf: 0.0}, n_cells=150, seed=5)
+    small = model.perturb({tf: 0.0}, n_cells=10, seed=5)
+    for name in ("control", f"{tf}=0"):
+        assert np.array_equal(big.mod[name].X, again.mod[name].X)
+        assert np.array_equal(small.mod[name].X, big.mod[name].X[:10])
+    other = model.perturb({tf: 0.0}, n_cells=10, seed=6)
+    assert not np.array_equal(other.mod["control"].X, small.mod["control"].X)
+
+
+# what changes ----------------------------------------------------------------------------
+def test_knockout_changes_only_targets_of_the_tf(model):
+    tf = hub_tf(model)
+    mdata = model.perturb({tf: 0.0}, n_cells=200, seed=0)
+    control, ko = mdata.mod["control"].X, mdata.mod[f"{tf}=0"].X
+    genes = np.array(model.layout.var_names)
+    changed = set(genes[(control != ko).any(axis=0)])
+    targets = targets_of(model, tf)
+    assert changed <= targets | {tf}
+    assert len(changed & targets) >= 0.8 * len(targets)
+    unchanged = [column(model, g) for g in genes if g not in targets and g != tf]
+    assert np.array_equal(control[:, unchanged], ko[:, unchanged])  # bitwise
+    assert np.all(ko[:, column(model, tf)] == 0)
+
+
+def test_batchnorm_does_not_leak_within_a_group(model):
+    """A target not regulated by the TF shares its in-degree group (and its batched matmul and
+    BatchNorm call) with targets that are: it is still bitwise unchanged."""
+    tf = hub_tf(model)
+    tg = model.module.target_generators
+    targets = targets_of(model, tf)
+    names = model.layout.targets
+    shared = None
+    for i in range(len(tg.groups)):
+        members = {names[j] for j in getattr(tg, f"genes_{i}").tolist()}
+        if members & targets and members - targets:
+            shared = sorted(members - targets)
+            break
+    assert shared, "the GRN fixture should put regulated and unregulated targets in one group"
+    mdata = model.perturb({tf: 4 * model.library_size / 60}, n_cells=130, seed=1)
+    cols = [column(model, g) for g in shared]
+    assert np.array_equal(mdata.mod["control"].X[:, cols], mdata.mod[list(mdata.mod)[1]].X[:, cols])
+
+
+def test_set_values_are_exact(model):
+    tf = hub_tf(model)
+    mdata = model.perturb([{tf: 0.0}, {tf: 1234.5}], n_cells=100, seed=2)
+    c = column(model, tf)
+    live = ~mdata.mod["control"].obs["zero_cell"].to_numpy()
+    assert np.all(mdata.mod[f"{tf}=0"].X[:, c] == 0)
+    assert np.all(mdata.mod[f"{tf}=1234.5"].X[live, c] == np.float32(1234.5))
+
+
+def test_scale_values_are_exact_and_named(model):
+    tf = hub_tf(model)
+    mdata = model.perturb({tf: 2.0}, mode="scale", n_cells=100, seed=2)
+    assert list(mdata.mod) == ["control", f"{tf}*2"]
+    c = column(model, tf)
+    control = mdata.mod["control"].X[:, c]
+    assert np.array_equal(mdata.mod[f"{tf}*2"].X[:, c], control * np.float32(2.0))
+    unit = model.perturb({tf: 1.0}, mode="scale", n_cells=100, seed=2)
+    assert np.array_equal(unit.mod[f"{tf}*1"].X, unit.mod["control"].X)
+
+
+def test_perturbed_cells_are_not_renormalised(model):
+    tf = hub_tf(model)
+    mdata = model.perturb({tf: 0.0}, n_cells=100, seed=0)
+    control_totals = mdata.mod["control"].X.sum(axis=1)
+    ko_totals = mdata.mod[f"{tf}=0"].X.sum(axis=1)
+    np.testing.assert_allclose(control_totals, model.library_size, rtol=1e-4)
+    assert not np.allclose(ko_totals, model.library_size, rtol=1e-3)
+
+
+def reference_target(model, record, gene: str, tf_expression: torch.Tensor) -> np.ndarray:
+    """One target gene's MLP evaluated gene by gene in float64 from the group weights, with
+    the record's BatchNorm statistics: an independent implementation of the model's function.
+    Returns pre-LSN values (cells,)."""
+    tg = model.module.target_generators
+    j = model.layout.targets.index(gene)
+    offset = 0
+    for i, group in enumerate(tg.groups):
+        genes = getattr(tg, f"genes_{i}").tolist()
+        if j in genes:
+            p = genes.index(j)
+            regs = getattr(tg, f"regulators_{i}")[p]
+            x = torch.cat([tf_expression[:, regs], record.target_noise[:, j : j + 1]], 1).double()
+            for layer in range(len(group.weights)):
+                mean, var = (s[p].double() for s in record.target_stats[offset + layer])
+                h = x @ group.weights[layer][p].double() + group.biases[layer][p, 0].double()
+                h = (h - mean) / torch.sqrt(var + BN_EPS)
+                x = torch.relu(h * group.bn_weights[layer][p] + group.bn_biases[layer][p])
+            out = x @ group.out_weight[p].double() + group.out_bias[p, 0].double()
+            return torch.relu(out[:, 0]).detach().numpy()
+        offset += len(group.weights)
+    raise AssertionError(gene)
+
+
+def test_knockout_and_overexpression_follow_the_learned_dependence(model):
+    """Knockout and strong overexpression differ, each as the model's own function predicts
+    (finite difference between the two TF levels, evaluated by an independent gene-by-gene
+    implementation with the control pass's BatchNorm statistics)."""
+    tf = hub_tf(model)
+    n = model.sample_block_size  # one block: its record is the whole state
+    state = model.replay_state(n, seed=4)
+    record = state.records[0]
+    control = model.sample(n, seed=4).X
+    high = float(4 * control[:, column(model, tf)].max())
+    mdata = model.perturb([{tf: 0.0}, {tf: high}], state=state)
+    ko, oe = mdata.mod[f"{tf}=0"].X, mdata.mod[list(mdata.mod)[2]].X
+    scale = record.lsn_scale[:, 0].double().numpy()
+    assert np.all(scale > 0)
+    k = model.layout.tfs.index(tf)
+    tf_at = {}
+    for level in (0.0, high):
+        tfs = record.tf_expression.clone()
+        tfs[:, k] = level / record.lsn_scale[:, 0]
+        tf_at[level] = tfs
+    n_differ = 0
+    targets = sorted(targets_of(model, tf))
+    for gene in targets:
+        c = column(model, gene)
+        f0 = reference_target(model, record, gene, tf_at[0.0]) * scale
+        f1 = reference_target(model, record, gene, tf_at[high]) * scale
+        np.testing.assert_allclose(ko[:, c], f0, rtol=1e-4, atol=1e-2)
+        np.testing.assert_allclose(oe[:, c], f1, rtol=1e-4, atol=1e-2)
+        slope = (f1 - f0) / high  # finite difference of the learned function
+        moved = np.abs(f1 - f0) > 1e-2 * (1 + np.abs(f0))
+        assert np.array_equal(np.sign(oe[moved, c] - ko[moved, c]), np.sign(slope[moved]))
+        n_differ += bool(moved.any())
+    assert n_differ >= 0.8 * len(targets)
+    # with batch statistics recomputed, both perturbations would give the same targets
+    cols = [column(model, g) for g in targets]
+    assert not np.allclose(ko[:, cols], oe[:, cols])
+
+
+def test_two_perturbations_and_combined_tfs(model):
+    tfs = model.grn["tf"].value_counts().index[:2].tolist()
+    mdata = model.perturb([{tfs[0]: 0.0}, {tfs[0]: 0.0, tfs[1]: 0.0}], n_cells=80, seed=0)
+    both = f"{tfs[0]}=0,{tfs[1]}=0"
+    assert list(mdata.mod) == ["control", f"{tfs[0]}=0", both]
+    genes = np.array(model.layout.var_names)
+    changed = set(genes[(mdata.mod["control"].X != mdata.mod[both].X).any(axis=0)])
+    assert changed <= targets_of(model, *tfs) | set(tfs)
+    table = mdata.uns["groundgan_perturbations"]
+    assert table.to_dict("list") == {
+        "modality": [f"{tfs[0]}=0", both, both],
+        "gene": [tfs[0], tfs[0], tfs[1]],
+        "value": [0.0, 0.0, 0.0],
+        "mode": ["set", "set", "set"],
+    }
+
+
+# MuData ----------------------------------------------------------------------------------
+def test_mudata_layout_and_round_trip(model, tmp_path):
+    tf = hub_tf(model)
+    mdata = model.perturb({tf: 0.0}, n_cells=20, seed=7)
+    assert isinstance(mdata, MuData) and mdata.axis == 1
+    assert mdata.n_vars == len(model.layout.var_names) and mdata.n_obs == 40
+    control, ko = mdata.mod["control"], mdata.mod[f"{tf}=0"]
+    assert list(control.obs_names[:2]) == ["control:sim_0", "control:sim_1"]
+    assert list(ko.obs_names[:2]) == [f"{tf}=0:sim_0", f"{tf}=0:sim_1"]
+    assert list(control.obs["cell"]) == list(ko.obs["cell"])
+    assert list(mdata.var_names) == model.layout.var_names
+    assert ko.var["perturbed_tf"].sum() == 1 and ko.var.loc[tf, "perturbed_tf"]
+    assert set(ko.var_names[ko.var["direct_target"]]) == targets_of(model, tf)
+    assert mdata.uns["groundgan"]["seed"] == 7 and mdata.uns["groundgan"]["mode"] == "set"
+    assert set(mdata.uns["groundgan_grn"]["tf"]) == set(model.layout.tfs)
+    path = tmp_path / "ko.h5mu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # mudata 0.3 about pull_on_update
+        mdata.write(path)
+        back = mudata.read_h5mu(path)
+    assert np.array_equal(back.mod[f"{tf}=0"].X, ko.X)
+    assert back.uns["groundgan_perturbations"]["gene"].tolist() == [tf]
+
+
+def test_seed_none_is_recorded(model):
+    mdata = model.perturb({hub_tf(model): 0.0}, n_cells=5)
+    seed = mdata.uns["groundgan"]["seed"]
+    assert np.array_equal(mdata.mod["control"].X, model.sample(5, seed=seed).X)
+
+
+# replay states ---------------------------------------------------------------------------
+def test_state_reuse_save_and_load(model, trained, tmp_path):
+    tf = hub_tf(model)
+    state = model.replay_state(70, seed=11)
+    assert (state.n_cells, state.seed, state.n_blocks, state.block_size) == (70, 11, 2, 64)
+    direct = model.perturb({tf: 0.0}, n_cells=70, seed=11)
+    reused = model.perturb({tf: 0.0}, state=state)
+    assert np.array_equal(direct.mod[f"{tf}=0"].X, reused.mod[f"{tf}=0"].X)
+    path = tmp_path / "state.npz"
+    state.save(path)
+    with np.load(path, allow_pickle=False) as f:  # plain arrays only
+        assert "meta" in f.files
+    loaded = ReplayState.load(path)
+    assert (loaded.n_cells, loaded.seed) == (70, 11)
+    reloaded = gg.GroundGAN.load(trained[1])
+    again = reloaded.perturb({tf: 0.0}, n_cells=70, seed=11, state=loaded)
+    for name in ("control", f"{tf}=0"):
+        assert np.array_equal(again.mod[name].X, direct.mod[name].X)
+    assert np.array_equal(again.mod["control"].X, model.sample(70, seed=11).X)
+
+
+def test_state_from_another_model_is_refused(model, trained, tmp_path):
+    tf = hub_tf(model)
+    state = model.replay_state(10, seed=0)
+    other = gg.GroundGAN.load(trained[1])
+    with torch.no_grad():
+        other.module.target_generators.groups[0].out_bias.add_(1e-3)
+    assert model_fingerprint(other) != model_fingerprint(model)
+    with pytest.raises(InvalidInputError, match="another model"):
+        other.perturb({tf: 0.0}, state=state)
+    state.save(tmp_path / "s.npz")
+    with pytest.raises(InvalidInputError, match="another model"):
+        other.perturb({tf: 0.0}, state=ReplayState.load(tmp_path / "s.npz"))
+    blocky = gg.GroundGAN.load(trained[1])
+    blocky.sample_block_size = 32
+    with pytest.raises(InvalidInputError, match="block size"):
+        blocky.perturb({tf: 0.0}, state=state)
+
+
+def test_not_a_state_file(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, a=np.zeros(3))
+    with pytest.raises(InvalidInputError, match="not a groundgan replay state"):
+        ReplayState.load(path)
+    (tmp_path / "y.npz").write_text("hello")
+    with pytest.raises(InvalidInputError, match="not a groundgan replay state"):
+        ReplayState.load(tmp_path / "y.npz")
+
+
+# errors ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("perturbations", "kwargs", "match"),
+    [
+        ({"NOT_A_GENE": 0.0}, {}, "'NOT_A_GENE' is not one of the model's genes"),
+        ({"<tf>": float("nan")}, {}, "for '<tf>' must be finite"),
+        ({"<tf>": float("inf")}, {}, "for '<tf>' must be finite"),
+        ({"<tf>": -1.0}, {}, "for '<tf>' must be finite and >= 0"),
+        ({"<tf>": -1.0}, {"mode": "scale"}, "factor for '<tf>'"),
+        ({"<tf>": "a lot"}, {}, "must be a number"),
+        ({}, {}, "perturbation #0 is empty"),
+        ([], {}, "no perturbation given"),
+        ([{"<tf>": 0.0}, {"<tf>": 0}], {}, "given twice"),
+        ("<tf>", {}, "must be a dict"),
+        ({"<tf>": 0.0}, {"mode": "knockout"}, "unknown perturbation mode 'knockout'"),
+        ({"<tf>": 0.0}, {"n_cells": None}, "n_cells is required"),
+        ({"<tf>": 0.0}, {"n_cells": 0}, "n_cells must be a positive integer"),
+    ],
+)
+def test_invalid_perturbations(model, perturbations, kwargs, match):
+    tf = hub_tf(model)
+
+    def fill(x):
+        if isinstance(x, dict):
+            return {(tf if k == "<tf>" else k): v for k, v in x.items()}
+        if isinstance(x, list):
+            return [fill(i) for i in x]
+        return tf if x == "<tf>" else x
+
+    kwargs = {"n_cells": 5, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=match.replace("<tf>", tf)) as info:
+        model.perturb(fill(perturbations), **kwargs)
+    assert isinstance(info.value, InvalidInputError)
+
+
+def test_target_gene_is_refused(model):
+    target = model.layout.targets[0]
+    with pytest.raises(
+        InvalidInputError, match=f"'{target}' is a target gene, not a TF; only TFs can be perturbed"
+    ):
+        model.perturb({target: 0.0}, n_cells=5, seed=0)
+
+
+def test_state_and_arguments_must_agree(model):
+    tf = hub_tf(model)
+    state = model.replay_state(10, seed=0)
+    with pytest.raises(InvalidInputError, match="n_cells=20 disagrees"):
+        model.perturb({tf: 0.0}, n_cells=20, state=state)
+    with pytest.raises(InvalidInputError, match="seed=1 disagrees"):
+        model.perturb({tf: 0.0}, seed=1, state=state)
+    with pytest.raises(InvalidInputError, match="must be a ReplayState"):
+        model.perturb({tf: 0.0}, state="state.npz")
+    same = model.perturb({tf: 0.0}, n_cells=10, seed=0, state=state)
+    assert same.n_obs == 20
+
+
+def test_untrained_model_is_refused(_pbmc_grn_cells_cached):
+    adata, grn = (x.copy() for x in _pbmc_grn_cells_cached)
+    gg.GroundGAN.setup_anndata(adata, grn=grn)
+    model = gg.GroundGAN(
+        adata,
+        latent_dim=4,
+        controller_hidden=(8,),
+        critic_hidden=(8,),
+        labeler_hidden=(8,),
+        depth=1,
+        width=1,
+    )
+    tf = model.layout.tfs[0]
+    with pytest.raises(InvalidInputError, match="not trained"):
+        model.perturb({tf: 0.0}, n_cells=5, seed=0)
+    with pytest.raises(InvalidInputError, match="not trained"):
+        model.replay_state(5, seed=0)
+
+
+def test_control_modality_is_plain_anndata(model):
+    mdata = model.perturb({hub_tf(model): 0.0}, n_cells=5, seed=0)
+    control = mdata.mod["control"]
+    assert isinstance(control, ad.AnnData)
+    assert control.X.dtype == np.float32
+    assert control.uns["groundgan"]["seed"] == 0
+    assert "groundgan_perturbation" not in control.uns

@@ -1,0 +1,153 @@
+"""gg.tl.perturbation_effect: per-gene means, log2FC, changed cells, direct targets."""
+
+from __future__ import annotations
+
+import mudata
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mudata import MuData
+
+import groundgan as gg
+from groundgan._validation import InvalidInputError
+
+
+@pytest.fixture(scope="module")
+def perturbed(_pbmc_grn_cells_cached):
+    """A briefly trained tiny model and a knockout plus a 3x overexpression of two TFs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: one thread is fastest
+    adata, grn = (x.copy() for x in _pbmc_grn_cells_cached)
+    gg.GroundGAN.setup_anndata(adata, grn=grn)
+    model = gg.GroundGAN(
+        adata,
+        latent_dim=16,
+        controller_hidden=(32, 64),
+        critic_hidden=(64, 32),
+        labeler_hidden=(32, 32),
+        depth=2,
+        width=2,
+        sample_block_size=64,
+    )
+    model.train(
+        max_steps_stage1=20,
+        max_steps_stage2=20,
+        batch_size_stage1=64,
+        batch_size_stage2=128,
+        progress_bar=False,
+        device="cpu",
+    )
+    tf1, tf2 = grn["tf"].value_counts().index[:2]
+    mdata = model.perturb([{tf1: 0.0}, {tf2: 3.0}], n_cells=100, seed=0, mode="scale")
+    yield mdata, grn, (tf1, tf2)
+    torch.set_num_threads(threads)
+
+
+def test_table_layout(perturbed):
+    mdata, _, (tf1, tf2) = perturbed
+    effect = gg.tl.perturbation_effect(mdata)
+    genes = list(mdata.mod["control"].var_names)
+    assert list(effect.columns) == [
+        "perturbation",
+        "gene",
+        "mean_control",
+        "mean_perturbed",
+        "log2fc",
+        "fraction_changed",
+        "is_target",
+        "is_perturbed_tf",
+    ]
+    assert len(effect) == 2 * len(genes)
+    assert effect["perturbation"].unique().tolist() == [f"{tf1}*0", f"{tf2}*3"]
+    assert effect.loc[effect["perturbation"] == f"{tf1}*0", "gene"].tolist() == genes
+
+
+def test_values_match_the_cells(perturbed):
+    mdata, grn, (_, tf2) = perturbed
+    key = f"{tf2}*3"
+    effect = gg.tl.perturbation_effect(mdata, key=key).set_index("gene")
+    Xc = mdata.mod["control"].X.astype(np.float64)
+    Xp = mdata.mod[key].X.astype(np.float64)
+    np.testing.assert_allclose(effect["mean_control"], Xc.mean(0))
+    np.testing.assert_allclose(effect["mean_perturbed"], Xp.mean(0))
+    np.testing.assert_allclose(
+        effect["log2fc"], np.log2((Xp.mean(0) + 1) / (Xc.mean(0) + 1)), rtol=1e-12
+    )
+    np.testing.assert_allclose(effect["fraction_changed"], (Xp != Xc).mean(0))
+    targets = set(grn.loc[grn["tf"] == tf2, "target"])
+    assert set(effect.index[effect["is_target"]]) == targets
+    assert effect.index[effect["is_perturbed_tf"]].tolist() == [tf2]
+    # a 3x overexpression: the TF's log2FC is close to log2(3) for an expressed TF
+    assert effect.loc[tf2, "fraction_changed"] > 0
+    others = effect[~effect["is_target"] & ~effect["is_perturbed_tf"]]
+    assert (others["fraction_changed"] == 0).all() and (others["log2fc"] == 0).all()
+
+
+def test_pseudocount(perturbed):
+    mdata, _, (tf1, _) = perturbed
+    key = f"{tf1}*0"
+    effect = gg.tl.perturbation_effect(mdata, key=key, pseudocount=10.0)
+    expected = np.log2((effect["mean_perturbed"] + 10) / (effect["mean_control"] + 10))
+    np.testing.assert_allclose(effect["log2fc"], expected)
+    tf_row = effect.set_index("gene").loc[tf1]
+    assert tf_row["mean_perturbed"] == 0 and np.isfinite(tf_row["log2fc"])
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(InvalidInputError, match="pseudocount"):
+            gg.tl.perturbation_effect(mdata, pseudocount=bad)
+
+
+def test_key_errors(perturbed):
+    mdata, _, _ = perturbed
+    with pytest.raises(InvalidInputError, match="'nope' not found"):
+        gg.tl.perturbation_effect(mdata, key="nope")
+    with pytest.raises(InvalidInputError, match="'control' not found"):
+        gg.tl.perturbation_effect(mdata, key="control")
+    with pytest.raises(InvalidInputError, match="expected the MuData"):
+        gg.tl.perturbation_effect(mdata.mod["control"])
+
+
+def _rebuilt(mdata: MuData, **changes) -> MuData:
+    mods = {k: v.copy() for k, v in mdata.mod.items()}
+    for key, fn in changes.items():
+        fn(mods[key])
+    out = MuData(mods, axis=1)
+    out.uns.update(mdata.uns)
+    return out
+
+
+def test_rows_must_pair(perturbed):
+    mdata, _, (tf1, _) = perturbed
+    key = f"{tf1}*0"
+
+    def shuffle(a):
+        a.obs["cell"] = a.obs["cell"].to_numpy()[::-1]
+
+    with mudata.set_options(pull_on_update=False):
+        bad = _rebuilt(mdata, **{key: shuffle})
+    with pytest.raises(InvalidInputError, match="do not pair"):
+        gg.tl.perturbation_effect(bad, key=key)
+
+
+def test_needs_control_and_metadata(perturbed):
+    mdata, _, (tf1, _) = perturbed
+    with mudata.set_options(pull_on_update=False):
+        only = MuData({"x": mdata.mod[f"{tf1}*0"].copy()}, axis=1)
+    with pytest.raises(InvalidInputError, match="no 'control' modality"):
+        gg.tl.perturbation_effect(only)
+    with mudata.set_options(pull_on_update=False):
+        bare = MuData({k: v.copy() for k, v in mdata.mod.items()}, axis=1)
+    for a in bare.mod.values():
+        a.uns.pop("groundgan_grn", None)
+    with pytest.raises(InvalidInputError, match="groundgan_grn"):
+        gg.tl.perturbation_effect(bare)
+
+
+def test_falls_back_to_modality_uns(perturbed):
+    """A MuData re-assembled from the modalities alone still has what it needs."""
+    mdata, _, _ = perturbed
+    with mudata.set_options(pull_on_update=False):
+        again = MuData({k: v.copy() for k, v in mdata.mod.items()}, axis=1)
+    pd.testing.assert_frame_equal(
+        gg.tl.perturbation_effect(again), gg.tl.perturbation_effect(mdata)
+    )
