@@ -83,3 +83,15 @@ def tiny_model_kwargs() -> dict:
         width=2,
         sample_block_size=64,
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One torch thread per test process: tiny models on 2 shared cores are many times faster
+    single-threaded, and CI runs two test processes side by side."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

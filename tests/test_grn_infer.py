@@ -196,9 +196,9 @@ def test_infer_gives_a_bipartite_top_k_grn(pbmc_grn, pbmc_table, human_tfs, pbmc
     # targets left out are exactly the genes chosen as regulators (or never scored)
     scored_targets = set(pbmc_table["target"])
     assert scored_targets - targets == tfs & scored_targets
-    # TF-list genes never chosen as regulators stay ordinary targets
+    # TF-list genes never chosen as regulators stay ordinary targets (when scored as such)
     unchosen = (set(human_tfs) & set(pbmc_train.var_names)) - tfs
-    assert unchosen & targets
+    assert unchosen & scored_targets <= targets
     gg.grn.validate(grn, pbmc_train)
     assert grn.attrs["k"] == K and grn.attrs["method"] == "grnboost2"
 
@@ -256,6 +256,16 @@ def test_from_importances_known_answer():
         ("A", "x"),
         ("B", "x"),
     }
+
+
+def test_from_importances_keeps_unchosen_tfs_as_targets():
+    # T is a TF-list gene (it has TF rows) but never among any target's top-1: it stays a
+    # target of A
+    table = pd.DataFrame(
+        {"tf": ["A", "T", "A"], "target": ["x", "x", "T"], "importance": [5.0, 1.0, 4.0]}
+    )
+    grn = gg.grn.from_importances(table, k=1)
+    assert grn[["tf", "target"]].values.tolist() == [["A", "x"], ["A", "T"]]
 
 
 def test_from_importances_drops_tfs_left_without_targets():

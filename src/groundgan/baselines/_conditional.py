@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from anndata import AnnData
 from torch import Tensor, nn
 
 from .._validation import InvalidInputError
@@ -335,7 +336,7 @@ class CWGAN(_ConditionalGAN):
 
     def __init__(
         self,
-        adata,
+        adata: AnnData,
         *,
         latent_dim: int = 128,
         generator_hidden: Sequence[int] = (256, 512, 1024),

@@ -1,4 +1,4 @@
-"""The ``groundgan`` command line: ``groundgan demo``, ``groundgan --version``."""
+"""The ``groundgan`` command line: ``groundgan run``, ``groundgan demo``, ``groundgan --version``."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundgan",
         description="GRN-guided simulation of single-cell RNA-seq data (GRouNdGAN).",
+        epilog="Run 'groundgan COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"groundgan {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import _demo
+    from . import _demo, _run
 
+    _run.add_parser(commands)
     _demo.add_parser(commands)
     return parser
 

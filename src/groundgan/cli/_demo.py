@@ -20,8 +20,12 @@ def add_parser(commands) -> None:
         ),
     )
     p.add_argument("--out", type=Path, default=Path("groundgan_demo"), help="output folder")
-    p.add_argument("--steps", type=int, default=DEFAULTS["steps"],
-                   help="training steps per stage (default %(default)s; the paper: 200,000 + 1,000,000)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULTS["steps"],
+        help="training steps per stage (default %(default)s; the paper: 200,000 + 1,000,000)",
+    )
     p.add_argument("--genes", type=int, default=DEFAULTS["genes"], help="highly variable genes")
     p.add_argument("--k", type=int, default=DEFAULTS["k"], help="TFs per target in the GRN")
     p.add_argument("--cells", type=int, default=DEFAULTS["cells"], help="cells to simulate")
@@ -48,13 +52,19 @@ def run_demo(args: argparse.Namespace) -> int:
     adata = gg.datasets.pbmc68k_reduced()
     gg.pp.preprocess(adata, n_top_genes=args.genes)
     train, test = gg.pp.train_test_split(adata, n_test=args.test, seed=args.seed)
-    _log(f"preprocessed: {train.n_obs} training and {test.n_obs} test cells x {adata.n_vars} genes", start)
+    _log(
+        f"preprocessed: {train.n_obs} training and {test.n_obs} test cells x {adata.n_vars} genes",
+        start,
+    )
 
     tfs = gg.datasets.tf_list("human")
     grn = gg.grn.infer(train, tfs=tfs, k=args.k, seed=args.seed, progress=False)
     gg.grn.write(grn, out / "grn.csv")
-    _log(f"GRN (GRNBoost2, top {args.k}): {grn.tf.nunique()} TFs -> {grn.target.nunique()} targets, "
-         f"{len(grn)} edges", start)
+    _log(
+        f"GRN (GRNBoost2, top {args.k}): {grn.tf.nunique()} TFs -> {grn.target.nunique()} targets, "
+        f"{len(grn)} edges",
+        start,
+    )
 
     train_cells, test_cells = gg.grn.subset(train, grn), gg.grn.subset(test, grn)
     gg.GroundGAN.setup_anndata(train_cells, grn=grn)

@@ -1,5 +1,8 @@
 """Model classes with the scvi-tools-style API."""
 
+from ..train import NonFiniteLossError
 from ._groundgan import GroundGAN
+from ._io import CheckpointLockedError
+from ._perturb import ReplayState
 
-__all__ = ["GroundGAN"]
+__all__ = ["CheckpointLockedError", "GroundGAN", "NonFiniteLossError", "ReplayState"]

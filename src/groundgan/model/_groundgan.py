@@ -449,6 +449,8 @@ class GroundGAN:
             warnings.warn("sampling from a model whose stage 2 is untrained", UserWarning, stacklevel=2)
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
         return _sampling.sample(self, n_cells, int(seed), path, chunk_size)
 
     # perturbation --------------------------------------------------------------------------
@@ -461,7 +463,7 @@ class GroundGAN:
         cells replayed from it are those of ``sample(n_cells, seed)``, bit for bit. Pass it to
         :meth:`perturb` (``state=``) to perturb the same cells repeatedly; save it with
         ``state.save(path)`` (``.npz``, no pickles) and restore it with ``ReplayState.load(path)``
-        (``groundgan.model._perturb.ReplayState``). It records a fingerprint of the model's
+        (:class:`groundgan.model.ReplayState`). It records a fingerprint of the model's
         weights: another model (or this one after further training) refuses it.
 
         Examples

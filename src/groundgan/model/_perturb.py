@@ -374,32 +374,20 @@ def draw_seed(seed: int | None) -> int:
 def replay_state(model: GroundGAN, n_cells: int, seed: int | None) -> ReplayState:
     """Draw the replay state of ``model.sample(n_cells, seed)`` (see :class:`ReplayState`).
 
-    The noise is drawn exactly as :func:`groundgan.model._sampling.generate_blocks` draws it:
-    one generator seeded with ``seed``, per block ``z`` then the target noise, each block in
-    full.
+    The noise comes from :func:`groundgan.model._sampling.noise_blocks`, as in ``sample()``.
     """
     check_trained(model)
     n_cells = check_positive_int(n_cells, "n_cells")
     seed = draw_seed(seed)
-    module, block, device = model.module, model.sample_block_size, model.device
-    rng = torch.Generator(device=device).manual_seed(seed)
     records = []
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            for _ in range(0, n_cells, block):
-                z = torch.randn(block, module.controller.latent_dim, generator=rng, device=device)
-                noise = torch.randn(block, module.n_targets, generator=rng, device=device)
-                _, record = module.generate_recorded(z, noise)
-                records.append(_record_to(record, torch.device("cpu")))
-    finally:
-        module.train(was_training)
+    for z, noise, _ in _sampling.noise_blocks(model, n_cells, seed):
+        _, record = model.module.generate_recorded(z, noise)
+        records.append(_record_to(record, torch.device("cpu")))
     return ReplayState(
         records=tuple(records),
         n_cells=n_cells,
         seed=seed,
-        block_size=block,
+        block_size=model.sample_block_size,
         var_names=tuple(model.layout.var_names),
         fingerprint=model_fingerprint(model),
     )

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from torch import Tensor
 
 from .._validation import InvalidInputError, check_positive_int
 from .._version import __version__
@@ -48,16 +49,16 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
-def generate_blocks(
-    model: GroundGAN, n_cells: int, seed: int, stage1_only: bool = False
-) -> Iterator[np.ndarray]:
-    """Yield ``ceil(n_cells / block)`` blocks of cells (the last one trimmed), in order.
+def noise_blocks(model: GroundGAN, n_cells: int, seed: int) -> Iterator[tuple[Tensor, Tensor, int]]:
+    """Yield ``(controller_noise, target_noise, n_kept)`` per block of ``sample_block_size``.
 
     Block ``i`` depends only on the seed and ``i``: all noise comes from one generator that is
-    read block after block, each block drawn in full.
+    read block after block, ``z`` then the target noise, each block drawn in full (the last one
+    is trimmed to ``n_kept`` cells by the caller). The module is in eval mode and gradients are
+    off while the caller consumes the blocks. Sampling and perturbation replay share this, so
+    control cells equal sampled cells bitwise.
     """
-    module, block = model.module, model.sample_block_size
-    device = model.device
+    module, block, device = model.module, model.sample_block_size, model.device
     rng = torch.Generator(device=device).manual_seed(seed)
     was_training = module.training
     module.eval()
@@ -66,10 +67,19 @@ def generate_blocks(
             for start in range(0, n_cells, block):
                 z = torch.randn(block, module.controller.latent_dim, generator=rng, device=device)
                 noise = torch.randn(block, module.n_targets, generator=rng, device=device)
-                cells = module.generate_stage1(z) if stage1_only else module.generate(z, noise)
-                yield cells[: min(block, n_cells - start)].float().cpu().numpy()
+                yield z, noise, min(block, n_cells - start)
     finally:
         module.train(was_training)
+
+
+def generate_blocks(
+    model: GroundGAN, n_cells: int, seed: int, stage1_only: bool = False
+) -> Iterator[np.ndarray]:
+    """Yield ``ceil(n_cells / block)`` blocks of cells (the last one trimmed), in order."""
+    module = model.module
+    for z, noise, n_kept in noise_blocks(model, n_cells, seed):
+        cells = module.generate_stage1(z) if stage1_only else module.generate(z, noise)
+        yield cells[:n_kept].float().cpu().numpy()
 
 
 def cell_names(start: int, stop: int) -> np.ndarray:

@@ -1,7 +1,11 @@
 """WGAN-GP training stages: a step is ``n_critic`` critic updates and one generator update.
 
 The stages know networks and tensors only (no genes, no AnnData). Each step returns its losses
-as one detached device tensor, so the loop can log them without a host sync per step.
+as one detached device tensor, so the loop can log them without a host sync per step. How a
+step is computed (fused or foreach AdamW, one critic pass over real and fake cells, shared
+labeler passes, TF32, bfloat16 autocast) is set by
+:class:`~groundgan.train._performance.PerformanceOptions`; every speed path has a plain
+fallback that computes the same losses.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import GroundGANModule
+from . import _performance
+from ._performance import PerformanceOptions
 
 
 @dataclass(frozen=True)
@@ -31,15 +37,12 @@ class StageSettings:
     weight_decay: float = 0.01
 
 
-def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW with AMSGrad and betas (0.5, 0.9), as in the paper."""
-    return torch.optim.AdamW(
-        list(params),
-        lr=lr,
-        betas=(0.5, 0.9),
-        amsgrad=True,
-        weight_decay=weight_decay,
-    )
+def make_optimizer(
+    params, lr: float, weight_decay: float, flags: dict[str, bool] | None = None
+) -> torch.optim.Optimizer:
+    """AdamW with AMSGrad and betas (0.5, 0.9), as in the paper (``flags``: see
+    :func:`~groundgan.train._performance.optimizer_flags`)."""
+    return _performance.make_optimizer(params, lr, weight_decay, flags)
 
 
 def exponential_decay(
@@ -63,10 +66,31 @@ class WGANGPStage:
 
     Subclasses say how fake cells are generated (:meth:`generate`), which parameters the
     generator optimiser updates and which critic judges; they may add generator losses.
+
+    Parameters
+    ----------
+    module
+        The networks; on the same device as ``data``.
+    data
+        Training cells (cells, genes), resident on the training device.
+    settings
+        Hyperparameters.
+    rng
+        Generator of all training randomness, on ``data``'s device.
+    performance
+        Speed paths (default: all, float32); :meth:`PerformanceOptions.plain` for none.
     """
 
     name = "stage"
-    metric_names: tuple[str, ...] = ("critic_loss", "wasserstein", "gradient_penalty", "generator_loss")
+    metric_names: tuple[str, ...] = (
+        "critic_loss",
+        "wasserstein",
+        "gradient_penalty",
+        "generator_loss",
+    )
+    #: The critic scores each cell on its own (no BatchNorm, no per-batch state), so real and
+    #: fake cells may be scored in one pass. Subclasses with such a critic set it to True.
+    critic_is_per_cell: bool = False
 
     def __init__(
         self,
@@ -74,21 +98,33 @@ class WGANGPStage:
         data: Tensor,
         settings: StageSettings,
         rng: torch.Generator,
+        *,
+        performance: PerformanceOptions | None = None,
     ):
         self.module, self.data, self.settings, self.rng = module, data, settings, rng
+        self.performance = PerformanceOptions() if performance is None else performance
+        self.device = _performance.check_resident(module, data, rng)
+        _performance.check_precision(self.performance.precision, self.device)
+        self.optimizer_flags = _performance.optimizer_flags(self.device, self.performance.optimizer)
         self.completed_steps = 0
         self._schedule_loaded = False
         s = settings
-        self.critic_optimizer = make_optimizer(self.critic.parameters(), s.lr_critic, s.weight_decay)
-        self.generator_optimizer = make_optimizer(
-            self.generator_parameters(), s.lr_generator, s.weight_decay
-        )
+        self.critic_optimizer = self.new_optimizer(self.critic.parameters(), s.lr_critic)
+        self.generator_optimizer = self.new_optimizer(self.generator_parameters(), s.lr_generator)
         self.schedulers = [
             exponential_decay(self.critic_optimizer, s.lr_critic, s.lr_critic_final, s.max_steps),
             exponential_decay(
                 self.generator_optimizer, s.lr_generator, s.lr_generator_final, s.max_steps
             ),
         ]
+
+    def new_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        """AdamW of the paper with this stage's implementation flags."""
+        return make_optimizer(params, lr, self.settings.weight_decay, self.optimizer_flags)
+
+    def autocast(self):
+        """Context of the forward passes: bfloat16 autocast when asked for, else nothing."""
+        return _performance.autocast(self.device, self.performance.precision)
 
     # what subclasses define ----------------------------------------------------------------
     @property
@@ -112,48 +148,75 @@ class WGANGPStage:
     # the step ------------------------------------------------------------------------------
     def real_batch(self) -> Tensor:
         idx = torch.randint(
-            self.data.shape[0], (self.settings.batch_size,), generator=self.rng, device=self.data.device
+            self.data.shape[0],
+            (self.settings.batch_size,),
+            generator=self.rng,
+            device=self.data.device,
         )
         return self.data[idx]
 
+    def critic_scores(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean critic score (float32) of the real and of the fake cells.
+
+        One pass over both stacked when the critic is per-cell and the option is on;
+        otherwise one pass each.
+        """
+        if self.critic_is_per_cell and self.performance.joint_critic_forward:
+            scores = self.critic(torch.cat([real, fake])).float()
+            n = real.shape[0]
+            return scores[:n].mean(), scores[n:].mean()
+        return self.critic(real).float().mean(), self.critic(fake).float().mean()
+
     def critic_step(self) -> tuple[Tensor, Tensor, Tensor]:
         real = self.real_batch()
-        with torch.no_grad():
-            fake = self.generate(real.shape[0])
-        eps = torch.rand(real.shape[0], 1, generator=self.rng, device=real.device)
-        wasserstein = self.critic(real).mean() - self.critic(fake).mean()
-        penalty = gradient_penalty(self.critic, real, fake, eps)
-        loss = -wasserstein + self.settings.gp_lambda * penalty
+        with self.autocast():
+            with torch.no_grad():
+                fake = self.generate(real.shape[0])
+            eps = torch.rand(real.shape[0], 1, generator=self.rng, device=real.device)
+            real_score, fake_score = self.critic_scores(real, fake)
+            wasserstein = real_score - fake_score
+            penalty = gradient_penalty(self.critic, real, fake, eps).float()
+            loss = -wasserstein + self.settings.gp_lambda * penalty
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
         return loss.detach(), wasserstein.detach(), penalty.detach()
 
+    def before_generator_backward(self) -> None:
+        """Called after the generator's losses and just before their backward pass."""
+
     def generator_step(self) -> list[Tensor]:
         real = self.real_batch()
-        fake = self.generate(real.shape[0])
-        adversarial = -self.critic(fake).mean()
-        extra = self.extra_generator_losses(fake, real)
+        with self.autocast():
+            fake = self.generate(real.shape[0])
+            adversarial = -self.critic(fake).float().mean()
+            extra = [e.float() for e in self.extra_generator_losses(fake, real)]
         loss = adversarial + sum(extra)
         self.generator_optimizer.zero_grad(set_to_none=True)
+        self.before_generator_backward()
         loss.backward()
         self.generator_optimizer.step()
         self.after_generator_step(fake.detach(), real)
         return [loss.detach(), *(e.detach() for e in extra)]
 
     def step(self) -> Tensor:
-        """One training step; returns the losses (see :attr:`metric_names`) as a device tensor."""
-        self.module.train()
-        for p in self.critic.parameters():
-            p.requires_grad_(True)
-        for _ in range(self.settings.n_critic):
-            critic_metrics = self.critic_step()
-        for p in self.critic.parameters():
-            p.requires_grad_(False)
-        generator_metrics = self.generator_step()
-        for scheduler in self.schedulers:
-            scheduler.step()
-        return torch.stack([*critic_metrics, *generator_metrics])
+        """One training step; returns the losses (see :attr:`metric_names`) as a device tensor.
+
+        Nothing in a step reads a value back to the host: minibatches and noise are drawn on
+        the device and the losses stay there.
+        """
+        with _performance.cuda_matmul_precision(self.device, self.performance.tf32):
+            self.module.train()
+            for p in self.critic.parameters():
+                p.requires_grad_(True)
+            for _ in range(self.settings.n_critic):
+                critic_metrics = self.critic_step()
+            for p in self.critic.parameters():
+                p.requires_grad_(False)
+            generator_metrics = self.generator_step()
+            for scheduler in self.schedulers:
+                scheduler.step()
+            return torch.stack([*critic_metrics, *generator_metrics])
 
     # state ---------------------------------------------------------------------------------
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -169,6 +232,7 @@ class WGANGPStage:
         """Restore optimisers; and the schedules when they were made with the same settings."""
         for k, o in self.optimizers().items():
             o.load_state_dict(state["optimizers"][k])
+            _performance.conform_optimizer(o, self.optimizer_flags)
         if same_schedule:
             for s, s_state in zip(self.schedulers, state["schedulers"], strict=True):
                 s.load_state_dict(s_state)
@@ -180,7 +244,9 @@ class WGANGPStage:
             return
         for scheduler in self.schedulers:
             scheduler.last_epoch = steps
-            for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+            for group, base in zip(
+                scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True
+            ):
                 group["lr"] = base * scheduler.gamma**steps
             scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
 
@@ -189,6 +255,7 @@ class ControllerStage(WGANGPStage):
     """Stage 1: the causal controller (with LSN) as the generator of a WGAN-GP on all genes."""
 
     name = "stage1"
+    critic_is_per_cell = True
 
     @property
     def critic(self) -> nn.Module:
@@ -213,14 +280,18 @@ class GroundGANStage(WGANGPStage):
 
     name = "stage2"
     metric_names = WGANGPStage.metric_names + ("labeler_loss", "antilabeler_loss")
+    critic_is_per_cell = True
 
-    def __init__(self, module, data, settings, rng):
+    def __init__(self, module, data, settings, rng, *, performance=None):
         for p in module.controller.parameters():
             p.requires_grad_(False)
-        super().__init__(module, data, settings, rng)
-        lr, wd = settings.lr_labeler, settings.weight_decay
-        self.labeler_optimizer = make_optimizer(module.labeler.parameters(), lr, wd)
-        self.antilabeler_optimizer = make_optimizer(module.antilabeler.parameters(), lr, wd)
+        super().__init__(module, data, settings, rng, performance=performance)
+        self.labeler_optimizer = self.new_optimizer(
+            module.labeler.parameters(), settings.lr_labeler
+        )
+        self.antilabeler_optimizer = self.new_optimizer(
+            module.antilabeler.parameters(), settings.lr_labeler
+        )
 
     @property
     def critic(self) -> nn.Module:
@@ -230,7 +301,9 @@ class GroundGANStage(WGANGPStage):
         """Start the target generators on the causal controller's per-gene scale (see
         :meth:`GroundGANModule.calibrate_target_generators`)."""
         m, device = self.module, self.data.device
-        controller_noise = torch.randn(n_cells, m.controller.latent_dim, generator=self.rng, device=device)
+        controller_noise = torch.randn(
+            n_cells, m.controller.latent_dim, generator=self.rng, device=device
+        )
         target_noise = torch.randn(n_cells, m.n_targets, generator=self.rng, device=device)
         m.train()
         m.calibrate_target_generators(controller_noise, target_noise)
@@ -240,7 +313,9 @@ class GroundGANStage(WGANGPStage):
 
     def generate(self, n: int) -> Tensor:
         m, device = self.module, self.data.device
-        controller_noise = torch.randn(n, m.controller.latent_dim, generator=self.rng, device=device)
+        controller_noise = torch.randn(
+            n, m.controller.latent_dim, generator=self.rng, device=device
+        )
         target_noise = torch.randn(n, m.n_targets, generator=self.rng, device=device)
         return m.generate(controller_noise, target_noise)
 
@@ -258,15 +333,30 @@ class GroundGANStage(WGANGPStage):
         antilabeler_loss = F.mse_loss(m.antilabeler(fake_targets), fake_tfs)
         return [labeler_loss, antilabeler_loss]
 
+    def before_generator_backward(self) -> None:
+        """With the shared labeler pass, the generator loss's backward pass leaves in the
+        labelers' gradients exactly those of their fake-cell losses: start them from zero."""
+        if self.performance.shared_labeler_pass:
+            self.labeler_optimizer.zero_grad(set_to_none=True)
+            self.antilabeler_optimizer.zero_grad(set_to_none=True)
+
     def after_generator_step(self, fake: Tensor, real: Tensor) -> None:
         """The labeler learns on fake and real cells, the anti-labeler on fake cells."""
+        if self.performance.shared_labeler_pass:
+            self._labeler_steps_shared(real)
+        else:
+            self._labeler_steps_plain(fake, real)
+
+    def _labeler_steps_plain(self, fake: Tensor, real: Tensor) -> None:
+        """Fresh forward and backward passes of both labelers on the step's cells."""
         m = self.module
         fake_targets, fake_tfs = self.split(fake)
         real_targets, real_tfs = self.split(real)
-        labeler_loss = F.mse_loss(m.labeler(fake_targets), fake_tfs) + F.mse_loss(
-            m.labeler(real_targets), real_tfs
-        )
-        antilabeler_loss = F.mse_loss(m.antilabeler(fake_targets), fake_tfs)
+        with self.autocast():
+            labeler_loss = F.mse_loss(m.labeler(fake_targets), fake_tfs) + F.mse_loss(
+                m.labeler(real_targets), real_tfs
+            )
+            antilabeler_loss = F.mse_loss(m.antilabeler(fake_targets), fake_tfs)
         for optimizer, loss in (
             (self.labeler_optimizer, labeler_loss),
             (self.antilabeler_optimizer, antilabeler_loss),
@@ -274,6 +364,18 @@ class GroundGANStage(WGANGPStage):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+
+    def _labeler_steps_shared(self, real: Tensor) -> None:
+        """The labelers' fake-cell gradients are already there (from the generator loss, whose
+        labeler terms are the labelers' own fake-cell losses at unchanged weights); add the
+        labeler's real-cell term and step both."""
+        m = self.module
+        real_targets, real_tfs = self.split(real)
+        with self.autocast():
+            real_loss = F.mse_loss(m.labeler(real_targets), real_tfs)
+        real_loss.backward()
+        self.labeler_optimizer.step()
+        self.antilabeler_optimizer.step()
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {
