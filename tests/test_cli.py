@@ -401,3 +401,12 @@ def test_run_directory_is_locked(run_copy, capsys):
 def test_demo_parser_defaults():
     args = build_parser().parse_args(["demo", "--steps", "3"])
     assert args.steps == 3 and args.command == "demo" and callable(args.func)
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["--steps", "2", "--genes", "80", "--k", "2", "--cells", "200", "--test", "200"]
+    assert main(["demo", "--out", str(out), *args, "--device", "cpu"]) == 0
+    for name in ("simulated.h5ad", "evaluation.csv", "embedding.png", "grn.csv", "model"):
+        assert (out / name).exists(), name
+    assert "GroundGAN" in capsys.readouterr().out

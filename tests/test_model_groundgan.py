@@ -110,7 +110,7 @@ def test_sample_shape_values_and_metadata(trained, pbmc_grn_cells):
     assert sim.uns["groundgan"]["seed"] == 3
     assert sim.uns["groundgan"]["steps_stage2"] == 6
     truth = sim.uns["groundgan_grn"]
-    assert set(zip(truth.tf, truth.target)) == set(zip(grn.tf, grn.target))
+    assert set(zip(truth.tf, truth.target, strict=True)) == set(zip(grn.tf, grn.target, strict=True))
     assert (sim.var["grn_role"] == "tf").sum() == 8
 
 

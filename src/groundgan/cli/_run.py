@@ -208,7 +208,11 @@ class Pipeline:
         return True
 
     def state(self, step: str) -> str:
-        """``"done"``, ``"stale"`` (finished with other settings), ``"pending"`` or ``"off"``."""
+        """``"done"``, ``"stale"``, ``"pending"`` or ``"off"``.
+
+        ``"stale"``: finished, but with other settings than the configuration's, or from
+        outputs of an earlier step that is not done with the configuration's settings.
+        """
         if not self.enabled(step):
             return "off"
         marker = self.marker(step)
@@ -222,6 +226,8 @@ class Pipeline:
             return "stale"
         if not all(self.path(name).exists() for name in OUTPUTS[step]):
             return "pending"
+        if any(self.state(upstream) != "done" for upstream in UPSTREAM[step]):
+            return "stale"  # made from inputs that no longer match the configuration
         return "done"
 
     def _say(self, step: str, message: str) -> None:
