@@ -75,11 +75,20 @@ from groundgan.train._performance import PerformanceOptions  # noqa: E402
 LIBRARY_SIZE = 20_000.0
 PAPER_BATCH = {1: 128, 2: 1024}
 PAPER_STEPS = {1: 200_000, 2: 1_000_000}
-ARCHITECTURE = {
-    "latent_dim": 128,
-    "controller_hidden": (256, 512, 1024),
-    "critic_hidden": (1024, 512, 256),
-    "labeler_hidden": (2000, 2000, 2000),
+ARCHITECTURES = {
+    "paper": {
+        "latent_dim": 128,
+        "controller_hidden": (256, 512, 1024),
+        "critic_hidden": (1024, 512, 256),
+        "labeler_hidden": (2000, 2000, 2000),
+    },
+    # for smoke tests only
+    "tiny": {
+        "latent_dim": 8,
+        "controller_hidden": (16, 16),
+        "critic_hidden": (16, 8),
+        "labeler_hidden": (16,),
+    },
 }
 DEFAULT_LARGEST_TARGETS = (1_000, 2_500, 5_000, 10_000, 20_000, 40_000)
 
@@ -99,6 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--depth", default="auto")
     p.add_argument("--width", default="auto")
+    p.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="paper")
     p.add_argument("--batch-size", type=int, default=None, help="default: paper's (128 / 1024)")
     p.add_argument("--n-critic", type=int, default=5)
     p.add_argument("--cells", type=int, default=4096, help="synthetic training cells")
@@ -206,7 +216,13 @@ def architecture(args: argparse.Namespace, n_edges: int) -> tuple[int, float]:
 
 
 def build_module(
-    n_genes: int, n_tfs: int, regulators: list[list[int]], depth: int, width: float, seed: int
+    n_genes: int,
+    n_tfs: int,
+    regulators: list[list[int]],
+    depth: int,
+    width: float,
+    seed: int,
+    architecture: str = "paper",
 ) -> GroundGANModule:
     """The paper's networks for a GRN whose TFs are the first ``n_tfs`` genes."""
     torch.manual_seed(seed)
@@ -218,7 +234,7 @@ def build_module(
         depth=depth,
         width=width,
         library_size=LIBRARY_SIZE,
-        **ARCHITECTURE,
+        **ARCHITECTURES[architecture],
     )
 
 
@@ -288,12 +304,14 @@ def build_stage(
     args: argparse.Namespace,
     settings: StageSettings,
 ) -> None:
-    """A fresh copy of the initial networks and its stage, seeded alike for every variant."""
+    """A fresh copy of the initial networks (kept on the host) on the data's device, and its
+    stage, seeded alike for every variant."""
     module = copy.deepcopy(base)
     if variant.dense:
         module.target_generators = DenseMaskedTargetGenerators.from_target_generators(
             module.target_generators, module.n_tfs
         )
+    module.to(data.device)
     rng = torch.Generator(device=data.device).manual_seed(args.seed)
     cls = ControllerStage if args.stage == 1 else GroundGANStage
     variant.module = module
@@ -469,7 +487,9 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None) -> dict:
     if args.memory_limit_gb and device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_limit_gb * 2**30 / total))
-    base = build_module(args.genes, args.tfs, regulators, depth, width, args.seed).to(device)
+    base = build_module(
+        args.genes, args.tfs, regulators, depth, width, args.seed, args.architecture
+    )
     data = synthetic_cells(args.cells, args.genes, device, args.seed)
     settings = StageSettings(
         max_steps=PAPER_STEPS[args.stage], batch_size=args.batch_size, n_critic=args.n_critic
@@ -482,6 +502,7 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None) -> dict:
     result = {
         "benchmark": "train",
         "stage": args.stage,
+        "architecture": ARCHITECTURES[args.architecture],
         "batch_size": args.batch_size,
         "n_critic": args.n_critic,
         "grn": grn_report(args.genes, args.tfs, regulators, depth, width, base),
@@ -490,7 +511,7 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None) -> dict:
     }
     if args.profile_groups and args.stage == 2:
         result["target_generator_profile"] = profile_target_generators(
-            base, args.batch_size, device
+            copy.deepcopy(base).to(device), args.batch_size, device
         )
     timer = time_sequential if device.type == "cuda" else time_interleaved
     timer(vs, args, device, build)
@@ -546,6 +567,7 @@ def try_size(args: argparse.Namespace, device: torch.device, n_targets: int) -> 
             "--n-critic", str(args.n_critic), "--cells", str(args.cells),
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--rounds", "1",
             "--device", str(device), "--seed", str(args.seed), "--json", str(out),
+            "--architecture", args.architecture,
         ]  # fmt: skip
         if args.threads:
             cmd += ["--threads", str(args.threads)]

@@ -398,11 +398,19 @@ def test_run_directory_is_locked(run_copy, capsys):
 # ----------------------------------------------------------------------------- demo
 
 
-def test_demo_parser_defaults():
-    args = build_parser().parse_args(["demo", "--steps", "3"])
-    assert args.steps == 3 and args.command == "demo" and callable(args.func)
+def test_demo_is_a_run_of_a_builtin_config(tmp_path):
+    from groundgan.cli._demo import demo_config
+
+    args = build_parser().parse_args(["demo", "--out", str(tmp_path / "d"), "--steps", "3"])
+    assert args.command == "demo" and callable(args.func)
+    config = demo_config(args)
+    assert config.output == tmp_path / "d"
+    assert config["data"]["dataset"] == "pbmc68k_reduced"
+    assert config["train"]["max_steps_stage1"] == config["train"]["max_steps_stage2"] == 3
+    assert config["preprocess"]["n_top_genes"] == 200 and config["grn"]["k"] == 5
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["--steps", "2", "--genes", "80", "--k", "2", "--cells", "200", "--test", "200"]

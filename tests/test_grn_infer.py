@@ -94,6 +94,19 @@ def test_importance_table_is_seeded(pbmc_train, human_tfs, client, pbmc_table):
     assert not other.equals(again)
 
 
+def test_repeated_calls_on_one_client(pbmc_train, human_tfs, client):
+    # the same matrix scattered again while the previous copy is being released
+    target = [pbmc_train.var_names[0]]
+    tables = [
+        gg.grn.importance_table(
+            pbmc_train, human_tfs, targets=target, client=client, progress=False
+        )
+        for _ in range(5)
+    ]
+    for table in tables[1:]:
+        pd.testing.assert_frame_equal(table, tables[0])
+
+
 def test_importance_table_without_client_and_with_genie3(pbmc_train, human_tfs, client):
     targets = list(pbmc_train.var_names[:2])
     own = gg.grn.importance_table(pbmc_train, human_tfs, targets=targets, progress=False)

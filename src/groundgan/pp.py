@@ -56,8 +56,10 @@ def _scale_rows(X, factors: np.ndarray, dtype=np.float32):
 
 
 def _library_normalize(counts, library_size: float, dtype=np.float32):
-    """Each cell (row) scaled to sum to ``library_size``; rows must have positive totals."""
-    return _scale_rows(counts, library_size / _row_sums(counts), dtype)
+    """Each cell (row) scaled to sum to ``library_size``; all-zero rows stay zero."""
+    totals = _row_sums(counts)
+    factors = np.divide(library_size, totals, out=np.zeros_like(totals), where=totals > 0)
+    return _scale_rows(counts, factors, dtype)
 
 
 def _check_nonnegative_int(value, name: str) -> int:

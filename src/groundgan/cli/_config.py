@@ -31,6 +31,7 @@ __all__ = [
     "STEPS",
     "Config",
     "ConfigError",
+    "config_from_dict",
     "load_config",
     "parse_override",
 ]
@@ -620,12 +621,26 @@ def load_config(
     path = Path(path)
     raw = _read_toml(path)
     _apply_overrides(raw, overrides)
+    return config_from_dict(raw, path.resolve().parent, output=output, source=path.resolve())
+
+
+def config_from_dict(
+    raw: Mapping[str, Any],
+    base: Path,
+    output: str | Path | None = None,
+    source: Path | None = None,
+) -> Config:
+    """Validate a configuration given as ``{section: {key: value}}`` (as TOML would give it).
+
+    Relative paths are resolved against ``base``; see :func:`load_config`.
+    """
+    raw = copy.deepcopy(dict(raw))
     options = schema()
     _check_sections(raw, options)
     sections = {name: _check_section(name, raw.get(name, {}), options[name]) for name in SECTIONS}
     _check_consistency(sections)
     if output is not None:
         sections["run"]["output"] = str(Path(output).expanduser().resolve())
-    _check_files(sections, path.resolve().parent)
+    _check_files(sections, Path(base))
     given = {name: set(raw.get(name, {})) for name in SECTIONS}
-    return Config(sections=sections, given=given, source=path.resolve())
+    return Config(sections=sections, given=given, source=source)

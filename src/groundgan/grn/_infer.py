@@ -136,7 +136,10 @@ def _run_arboreto(X, genes, tfs, targets, method, seed, client, progress) -> pd.
     column = {g: i for i, g in enumerate(genes)}
     tf_columns = [column[t] for t in tfs]
     with _dask_client(client) as dask_client:
-        [shared_X] = dask_client.scatter([X], broadcast=True)
+        # a key of its own (hash=False): with content-hashed keys, a second call with the same
+        # matrix reuses the key while the scheduler is still releasing the first call's copy
+        # ("lost dependencies")
+        [shared_X] = dask_client.scatter([X], broadcast=True, hash=False)
         futures = {
             dask_client.submit(
                 infer_target,
@@ -160,7 +163,7 @@ def _run_arboreto(X, genes, tfs, targets, method, seed, client, progress) -> pd.
                     results[futures[future]] = future.result()
                     bar.update()
         finally:
-            dask_client.cancel(list(futures))
+            dask_client.cancel([*futures, shared_X])
     parts = [results[t] for t in targets if len(results[t])]
     if not parts:
         return pd.DataFrame({c: [] for c in _COLUMNS})

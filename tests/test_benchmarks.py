@@ -1,0 +1,163 @@
+"""Smoke tests of the speed benchmarks (tiny sizes, CPU) and of the dense masked reference."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from groundgan.nn import TargetGenerators
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = ["--genes", "20", "--tfs", "5", "--tfs-per-target", "3", "--architecture", "tiny"]
+TINY += ["--cells", "80", "--device", "cpu", "--threads", "1"]
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+    def load(name: str):
+        return importlib.import_module(name)
+
+    return load
+
+
+def test_bench_train_stage1(bench, tmp_path):
+    out = tmp_path / "s1.json"
+    args = ["--stage", "1", "--batch-size", "16", "--steps", "2", "--warmup", "1"]
+    result = bench("bench_train").main([*TINY, *args, "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["stage"] == 1 and result["batch_size"] == 16
+    block = result["variants"]["block"]
+    assert block["steps"] == 2 and block["steps_per_s"] > 0
+    assert block["memory"]["peak_rss_bytes_end"] > 0
+    assert block["parameters"]["causal_controller"] > 0
+    env = result["environment"]
+    for key in ("date", "command", "device_name", "torch", "load_1min_before"):
+        assert env[key] is not None
+    assert env["command"].startswith("python benchmarks/bench_train.py --genes 20")
+
+
+def test_bench_train_stage2_side_by_side(bench):
+    args = ["--stage", "2", "--batch-size", "16", "--steps", "2", "--warmup", "1", "--rounds", "2"]
+    args += ["--dense-reference", "--compare-plain", "--profile-groups", "--in-degree", "uniform"]
+    result = bench("bench_train").main([*TINY, *args])
+    assert set(result["variants"]) == {"block", "block-plain", "dense"}
+    for v in result["variants"].values():
+        assert v["steps"] == 2 and len(v["steps_per_s_per_round"]) == 2
+        assert v["memory"]["optimizer_state"] > 0
+    assert result["block_over_dense_steps_per_s"] > 0
+    assert result["fast_over_plain_steps_per_s"] > 0
+    grn = result["grn"]
+    assert grn["targets"] == 15 and grn["in_degree_groups"] == 3
+    dense_tg = result["variants"]["dense"]["parameters"]["target_generators"]
+    assert dense_tg > result["parameters_block"]["target_generators"]
+    profile = result["target_generator_profile"]
+    assert len(profile["groups"]) == 3 and profile["gather_ms"] > 0
+
+
+def test_bench_train_largest(bench):
+    args = ["--largest", "--largest-targets", "15", "--tfs-per-target", "2", "--batch-size", "16"]
+    args += ["--steps", "1", "--warmup", "0"]
+    result = bench("bench_train").main([*TINY, *args])
+    (row,) = result["tried"]
+    assert row["status"] == "ok", row
+    assert row["edges"] == 30 and row["genes"] == 20
+    assert result["largest_edges_trained"] == 30
+
+
+def test_bench_sample(bench, tmp_path):
+    out = tmp_path / "sample.json"
+    args = ["--block-sizes", "8", "32", "--cells", "64", "--to-host", "--json", str(out)]
+    tiny = [a for a in TINY if a not in ("--cells", "80")]
+    result = bench("bench_sample").main([*tiny, *args])
+    assert [r["block_size"] for r in result["block_sizes"]] == [8, 32]
+    assert all(r["cells_per_s"] > 0 and r["cells"] == 64 for r in result["block_sizes"])
+    assert json.loads(out.read_text())["grn"]["edges"] == 45
+
+
+# ------------------------------------------------------------------------------- dense reference
+def random_regulators(n_tfs: int, n_targets: int, max_degree: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [
+        sorted(rng.choice(n_tfs, size=rng.integers(1, max_degree + 1), replace=False).tolist())
+        for _ in range(n_targets)
+    ]
+
+
+@pytest.fixture
+def block_and_dense(bench):
+    dense_reference = bench("dense_reference")
+    torch.manual_seed(0)
+    regulators = random_regulators(n_tfs=7, n_targets=12, max_degree=5)
+    tg = TargetGenerators(regulators, depth=3, width=2.0)
+    with torch.no_grad():  # non-trivial biases and BatchNorm affine parameters
+        for p in tg.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    dense = dense_reference.DenseMaskedTargetGenerators.from_target_generators(tg, n_tfs=7)
+    return tg, dense, dense_reference
+
+
+def inputs(seed: int = 1, batch: int = 64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 7, generator=g) * 5, torch.randn(batch, 12, generator=g)
+
+
+def test_dense_reference_computes_the_same_function(block_and_dense):
+    tg, dense, _ = block_and_dense
+    assert len(tg.groups) > 1  # several in-degree groups
+    tfs, noise = inputs()
+    with torch.no_grad():
+        block, reference = tg(tfs, noise), dense(tfs, noise)
+        pre_block, pre_dense = tg(tfs, noise, relu=False), dense(tfs, noise, relu=False)
+    assert (block > 0).float().mean() > 0.2
+    torch.testing.assert_close(reference, block, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pre_dense, pre_block, atol=1e-5, rtol=1e-5)
+
+
+def test_dense_reference_has_the_same_nonzero_weights(block_and_dense):
+    tg, dense, ref = block_and_dense
+    nonzero = sum(int((p != 0).sum()) for p in dense.parameters())
+    assert nonzero == sum(p.numel() for p in tg.parameters())
+    size = ref.dense_size(7, [len(r) for r in ref.block_structure(tg)[0]], depth=3, width=2.0)
+    assert size.parameters == sum(p.numel() for p in dense.parameters())
+    assert size.nonzero_parameters == nonzero
+    assert ref.dense_training_bytes(size)["total"] > 5 * 4 * size.parameters
+
+
+def test_dense_reference_gradients_and_training_match(block_and_dense):
+    """Input gradients agree, and one AdamW step of each keeps them the same function."""
+    tg, dense, _ = block_and_dense
+    tfs, noise = inputs()
+    tfs_b, tfs_d = tfs.clone().requires_grad_(True), tfs.clone().requires_grad_(True)
+    target = torch.rand(64, 12) * 3
+    losses = []
+    for net, x in ((tg, tfs_b), (dense, tfs_d)):
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2, betas=(0.5, 0.9), amsgrad=True)
+        loss = torch.nn.functional.mse_loss(net(x, noise), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tfs_d.grad, tfs_b.grad, atol=1e-5, rtol=1e-4)
+    masks = [*dense.masks(), dense.out_mask]
+    weights = [*dense.weights, dense.out_weight]
+    assert all(torch.all(w[m == 0] == 0) for w, m in zip(weights, masks, strict=True))
+    with torch.no_grad():
+        torch.testing.assert_close(dense(*inputs(2)), tg(*inputs(2)), atol=1e-4, rtol=1e-4)
+
+
+def test_dense_reference_records_and_replays_batch_statistics(block_and_dense):
+    _, dense, _ = block_and_dense
+    tfs, noise = inputs()
+    record: list = []
+    with torch.no_grad():
+        first = dense(tfs, noise, record=record)
+        again = dense(tfs, noise, stats=record)
+    assert len(record) == dense.n_bn_layers == 3
+    assert torch.equal(first, again)

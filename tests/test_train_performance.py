@@ -1,0 +1,267 @@
+"""Speed paths of the training stages: same losses as the plain paths, no host reads, checks."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from groundgan.nn import GroundGANModule
+from groundgan.train import ControllerStage, GroundGANStage, StageSettings, _performance, _stages
+from groundgan.train._performance import PerformanceOptions
+
+N_TFS, N_TARGETS = 4, 10
+STEPS = 3
+
+
+def tiny_module(seed: int = 0) -> GroundGANModule:
+    rng = np.random.default_rng(seed)
+    regulators = [
+        sorted(rng.choice(N_TFS, size=rng.integers(1, 4), replace=False).tolist())
+        for _ in range(N_TARGETS)
+    ]
+    torch.manual_seed(seed)
+    return GroundGANModule(
+        n_genes=N_TFS + N_TARGETS,
+        tf_index=[0, 3, 6, 9],  # TFs interleaved with targets, as in real data
+        target_index=[i for i in range(N_TFS + N_TARGETS) if i not in (0, 3, 6, 9)],
+        regulators=regulators,
+        latent_dim=8,
+        controller_hidden=(16, 16),
+        critic_hidden=(16, 8),
+        labeler_hidden=(16,),
+        depth=2,
+        width=2.0,
+        library_size=100.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def base_module() -> GroundGANModule:
+    return tiny_module()
+
+
+@pytest.fixture(scope="module")
+def cells() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(64, N_TFS + N_TARGETS, generator=g) + 0.01
+    return x / x.sum(1, keepdim=True) * 100.0
+
+
+def make_stage(stage_cls, module, cells, performance=None, seed: int = 0):
+    settings = StageSettings(max_steps=50, batch_size=16, n_critic=2, lr_generator=1e-3)
+    rng = torch.Generator().manual_seed(seed)
+    return stage_cls(copy.deepcopy(module), cells, settings, rng, performance=performance)
+
+
+def run(stage, steps: int = STEPS) -> torch.Tensor:
+    return torch.stack([stage.step() for _ in range(steps)])
+
+
+#: Biases of layers followed by BatchNorm: the normalisation removes them, so their gradient is
+#: zero up to rounding and AMSGrad turns that rounding noise into lr-sized steps that differ
+#: between any two summation orders. They do not change what the networks compute.
+BIAS_BEFORE_BATCHNORM = re.compile(r"(hidden\.\d+\.linear\.bias|target_generators\..*\.biases\.)")
+
+
+def generated(stage) -> torch.Tensor:
+    g = torch.Generator().manual_seed(5)
+    m = stage.module
+    z = torch.randn(32, m.controller.latent_dim, generator=g)
+    with torch.no_grad():
+        if isinstance(stage, ControllerStage):
+            return m.generate_stage1(z)
+        return m.generate(z, torch.randn(32, m.n_targets, generator=g))
+
+
+def assert_same_training(a, b) -> None:
+    torch.testing.assert_close(run(a), run(b), rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(a.module.named_parameters(), b.module.parameters(), strict=True):
+        if not BIAS_BEFORE_BATCHNORM.search(name):
+            torch.testing.assert_close(
+                p, q, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}"
+            )
+    torch.testing.assert_close(generated(a), generated(b), rtol=1e-4, atol=1e-4)
+
+
+SINGLE_PATHS = {
+    "foreach": {"optimizer": "foreach"},
+    "fused": {"optimizer": "fused"},
+    "joint_critic_forward": {"joint_critic_forward": True},
+    "shared_labeler_pass": {"shared_labeler_pass": True},
+    "tf32": {"tf32": True},
+}
+
+
+@pytest.mark.parametrize("stage_cls", [ControllerStage, GroundGANStage], ids=["stage1", "stage2"])
+def test_fast_and_plain_paths_give_the_same_training(stage_cls, base_module, cells):
+    fast = make_stage(stage_cls, base_module, cells, PerformanceOptions())
+    plain = make_stage(stage_cls, base_module, cells, PerformanceOptions.plain())
+    assert_same_training(fast, plain)
+
+
+@pytest.mark.parametrize("path", sorted(SINGLE_PATHS))
+def test_each_speed_path_alone_gives_the_same_training(path, base_module, cells):
+    plain = PerformanceOptions.plain()
+    one = PerformanceOptions.plain(**SINGLE_PATHS[path])
+    assert one != plain
+    assert_same_training(
+        make_stage(GroundGANStage, base_module, cells, one),
+        make_stage(GroundGANStage, base_module, cells, plain),
+    )
+
+
+def test_foreach_adamw_is_bitwise_the_loop_on_cpu(base_module, cells):
+    a = make_stage(
+        GroundGANStage, base_module, cells, PerformanceOptions.plain(optimizer="foreach")
+    )
+    b = make_stage(GroundGANStage, base_module, cells, PerformanceOptions.plain())
+    assert torch.equal(run(a), run(b))
+
+
+def test_default_is_the_fast_path_with_foreach_on_cpu(base_module, cells):
+    stage = make_stage(GroundGANStage, base_module, cells)
+    assert stage.performance == PerformanceOptions()
+    for optimizer in stage.optimizers().values():
+        group = optimizer.param_groups[0]
+        assert group["foreach"] is True and group["fused"] is False
+        assert group["amsgrad"] is True and group["betas"] == (0.5, 0.9)
+
+
+def test_optimizer_flags():
+    cpu = torch.device("cpu")
+    assert _performance.optimizer_flags(cpu) == {"fused": False, "foreach": True}
+    assert _performance.optimizer_flags(cpu, "fused") == {"fused": True, "foreach": False}
+    assert _performance.optimizer_flags(cpu, "for-loop") == {"fused": False, "foreach": False}
+    assert _performance.fused_amsgrad_supported("cpu")  # torch >= 2.4 has fused AMSGrad
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        _performance.optimizer_flags(cpu, "turbo")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        PerformanceOptions(optimizer="turbo")
+
+
+# ------------------------------------------------------------------------------- no host reads
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+
+
+def test_a_step_reads_nothing_back_to_the_host(base_module, cells, monkeypatch):
+    """The only host reads in a step are of AdamW's step counters, which are host tensors
+    (on every device, unless fused/capturable keep them on the device)."""
+    stage = make_stage(GroundGANStage, base_module, cells)
+    stage.step()  # creates the optimiser state
+    counters = {
+        id(state["step"]) for o in stage.optimizers().values() for state in o.state.values()
+    }
+    assert all(
+        state["step"].device.type == "cpu"
+        for o in stage.optimizers().values()
+        for state in o.state.values()
+    )
+    reads: list[tuple[str, int]] = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            reads.append((_name, id(self)))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    stage.step()
+    monkeypatch.undo()
+    assert reads, "the spies saw nothing: they are not installed"
+    assert all(name == "item" and tensor in counters for name, tensor in reads), reads
+
+
+def test_step_code_has_no_host_reads():
+    source = inspect.getsource(_stages)
+    for call in (
+        r"\.item\(",
+        r"\.tolist\(",
+        r"\.cpu\(",
+        r"\.numpy\(",
+        r"(?<![.\w])float\(",
+        r"(?<![.\w])bool\(",
+        r"(?<![.\w])int\(",
+    ):
+        assert not re.search(call, source), call
+
+
+# ------------------------------------------------------------------------------- residency
+def test_minibatches_come_from_the_stage_generator(base_module, cells):
+    stage = make_stage(GroundGANStage, base_module, cells)
+    state = stage.rng.get_state()
+    batch = stage.real_batch()
+    expected = cells[torch.randint(64, (16,), generator=torch.Generator().set_state(state))]
+    assert torch.equal(batch, expected)
+    assert not torch.equal(stage.rng.get_state(), state)
+
+
+def test_data_elsewhere_than_the_networks_is_refused(base_module):
+    meta_cells = torch.empty(64, N_TFS + N_TARGETS, device="meta")
+    with pytest.raises(ValueError, match="random generator is on cpu but the training data"):
+        make_stage(GroundGANStage, base_module, meta_cells)
+    meta_module = copy.deepcopy(base_module).to("meta")
+    with pytest.raises(ValueError, match="move the module"):
+        _performance.check_resident(meta_module, torch.zeros(3, 3), torch.Generator())
+
+
+# ------------------------------------------------------------------------------- precision
+def test_bf16_is_refused_on_cpu(base_module, cells):
+    with pytest.raises(ValueError, match="CUDA only"):
+        make_stage(GroundGANStage, base_module, cells, PerformanceOptions(precision="bf16"))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        PerformanceOptions(precision="fp16")
+
+
+def test_bf16_autocast_wraps_the_forward_passes(base_module, cells, monkeypatch):
+    """The mechanism, exercised with CPU autocast (refused in normal use)."""
+    monkeypatch.setattr(_performance, "check_precision", lambda precision, device: None)
+    stage = make_stage(GroundGANStage, base_module, cells, PerformanceOptions(precision="bf16"))
+    dtypes = set()
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: dtypes.add(out.dtype))
+        for m in (stage.module.critic.output, stage.module.labeler.output)
+    ]
+    losses = run(stage, 2)
+    for h in hooks:
+        h.remove()
+    assert dtypes == {torch.bfloat16}
+    assert losses.dtype == torch.float32 and torch.isfinite(losses).all()
+    assert all(p.dtype == torch.float32 for p in stage.module.parameters())
+
+
+def test_tf32_switch_is_scoped():
+    before = torch.get_float32_matmul_precision()
+    previous = _performance.enable_tf32()
+    assert torch.get_float32_matmul_precision() == "high"
+    _performance.restore_tf32(previous)
+    assert torch.get_float32_matmul_precision() == before
+    with _performance.cuda_matmul_precision(torch.device("cpu"), tf32=True):
+        assert torch.get_float32_matmul_precision() == before  # nothing to do off CUDA
+
+
+# ------------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize("saved_with", ["for-loop", "fused"])
+def test_loaded_optimizer_state_takes_this_stages_implementation(saved_with, base_module, cells):
+    saved = make_stage(GroundGANStage, base_module, cells, PerformanceOptions(optimizer=saved_with))
+    run(saved, 2)
+    state = saved.state_dict()
+    resumed = make_stage(GroundGANStage, saved.module, cells, PerformanceOptions())
+    resumed.load_state_dict(copy.deepcopy(state))
+    for optimizer in resumed.optimizers().values():
+        assert optimizer.param_groups[0]["foreach"] is True
+        assert optimizer.param_groups[0]["fused"] is False
+        for s in optimizer.state.values():
+            assert s["step"].device.type == "cpu" and s["step"].dtype == torch.float32
+    assert torch.isfinite(run(resumed, 1)).all()
+    fused = make_stage(
+        GroundGANStage, saved.module, cells, replace(PerformanceOptions(), optimizer="fused")
+    )
+    fused.load_state_dict(copy.deepcopy(state))
+    assert all(o.param_groups[0]["fused"] for o in fused.optimizers().values())
+    assert torch.isfinite(run(fused, 1)).all()
