@@ -406,9 +406,10 @@ def variant_report(v: Variant, stage: int) -> dict:
 
 # ----------------------------------------------------------------------------- profiling
 def profile_target_generators(
-    module: GroundGANModule, batch: int, device: torch.device, repeats: int = 5
+    module: GroundGANModule, batch: int, device: torch.device, repeats: int = 7
 ) -> dict:
-    """Time of the target generators' input gather vs their batched matmuls, at ``batch``."""
+    """Time of the target generators' input gather vs their per-group MLPs, at ``batch``
+    (median over ``repeats`` calls, milliseconds)."""
     tg = module.target_generators
     g = torch.Generator(device=device).manual_seed(0)
     tfs = torch.rand(batch, module.n_tfs, generator=g, device=device) * 50
@@ -416,12 +417,14 @@ def profile_target_generators(
 
     def timed(fn) -> float:
         fn()
-        synchronize(device)
-        t0 = time.perf_counter()
+        times = []
         for _ in range(repeats):
+            synchronize(device)
+            t0 = time.perf_counter()
             fn()
-        synchronize(device)
-        return (time.perf_counter() - t0) / repeats * 1e3
+            synchronize(device)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times)) * 1e3
 
     inputs = [tg.group_inputs(i, tfs, noise) for i in range(len(tg.groups))]
 

@@ -242,8 +242,9 @@ def dense_size(n_tfs: int, in_degrees: Sequence[int], depth: int, width: float) 
 def dense_training_bytes(size: DenseSize, bytes_per_value: int = 4) -> dict[str, int]:
     """Bytes the dense form holds while training with AdamW (AMSGrad), without activations.
 
-    Weights, their gradients, three optimiser states per weight and one mask value per weight
-    (the masks are stored in the weights' dtype, as in the reference).
+    Weights, their gradients, three optimiser states per weight, one mask value per weight
+    (the masks are stored in the weights' dtype, as in the reference) and the masked weight
+    products ``weight * mask``, which the generator's backward pass keeps (one per layer).
     """
     weights = size.parameters * bytes_per_value
     masks = (
@@ -254,5 +255,6 @@ def dense_training_bytes(size: DenseSize, bytes_per_value: int = 4) -> dict[str,
         "gradients": weights,
         "optimizer_state": ADAMW_AMSGRAD_STATES * weights,
         "masks": masks,
-        "total": (2 + ADAMW_AMSGRAD_STATES) * weights + masks,
+        "masked_weight_products": masks,
+        "total": (2 + ADAMW_AMSGRAD_STATES) * weights + 2 * masks,
     }

@@ -85,13 +85,12 @@ def tiny_model_kwargs() -> dict:
     )
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
-    """One torch thread per test process: tiny models on 2 shared cores are many times faster
-    single-threaded, and CI runs two test processes side by side."""
+    """One torch thread in every test (even after a test that changed it, e.g. the CLI's
+    ``threads`` setting): tiny models on 2 shared cores are many times faster single-threaded,
+    and CI runs two test processes side by side."""
     import torch
 
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)

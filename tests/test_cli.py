@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -102,12 +103,12 @@ def one_line_error(capsys) -> str:
 
 
 @pytest.fixture(scope="session")
-def finished_run(tmp_path_factory, worker_id):
+def finished_run(tmp_path_factory):
     """A complete run of the tiny example configuration, made once for all test workers."""
     from filelock import FileLock
 
     root = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
+    if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # shared by the xdist workers
     folder = root / "groundgan_cli_run"
     with FileLock(str(root / "groundgan_cli_run.lock")):

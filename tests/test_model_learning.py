@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 import groundgan as gg
 from groundgan.model._sampling import generate_blocks
@@ -20,6 +21,7 @@ MODEL = dict(latent_dim=32, controller_hidden=(64, 128), critic_hidden=(128, 64)
 
 @pytest.fixture(scope="module")
 def learned(_pbmc_grn_cells_cached):
+    torch.set_num_threads(1)  # module fixtures run before the per-test thread fixture
     cells, grn = _pbmc_grn_cells_cached
     cells = cells.copy()
     cells.X = cells.X.toarray()

@@ -30,11 +30,14 @@ def inject_parameters(notebook: nbformat.NotebookNode, values: dict[str, str]) -
     """Insert ``NAME = value`` lines after the cell tagged ``parameters``."""
     if not values:
         return
-    for index, cell in enumerate(notebook.cells):
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            break
-    else:
+    tagged = [
+        i
+        for i, cell in enumerate(notebook.cells)
+        if "parameters" in cell.get("metadata", {}).get("tags", [])
+    ]
+    if not tagged:
         raise ValueError("the notebook has no cell tagged 'parameters'")
+    index = tagged[0]
     source = "# Injected parameters\n" + "\n".join(f"{k} = {v}" for k, v in values.items())
     cell = nbformat.v4.new_code_cell(source)
     cell.metadata["tags"] = ["injected-parameters"]

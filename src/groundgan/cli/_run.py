@@ -586,6 +586,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     except (RuntimeError, OSError) as err:
         if type(err).__name__ in ("CheckpointLockedError", "DownloadError"):
-            raise RunError(str(err).splitlines()[0]) from err
+            lines = (line.strip() for line in str(err).splitlines())
+            raise RunError(" ".join(line for line in lines if line)) from err
         raise
     return 0
