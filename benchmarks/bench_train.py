@@ -41,6 +41,7 @@ import argparse
 import copy
 import dataclasses
 import datetime
+import inspect
 import json
 import math
 import os
@@ -426,11 +427,12 @@ def profile_target_generators(
             times.append(time.perf_counter() - t0)
         return float(np.median(times)) * 1e3
 
-    inputs = [tg.group_inputs(i, tfs, noise) for i in range(len(tg.groups))]
+    inputs = [tg.group_inputs(i, *group_input_args(tg, tfs, noise)) for i in range(len(tg.groups))]
 
     def gather():
+        args = group_input_args(tg, tfs, noise)
         for i in range(len(tg.groups)):
-            tg.group_inputs(i, tfs, noise)
+            tg.group_inputs(i, *args)
 
     def groups():
         for group, x in zip(tg.groups, inputs, strict=True):
@@ -450,6 +452,14 @@ def profile_target_generators(
         for g_ in tg.groups
     ]
     return ms
+
+
+def group_input_args(tg, tfs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What ``tg.group_inputs`` takes: (batch, genes) matrices, or their contiguous transposes
+    where it takes rows (``tf_rows``, ``noise_rows``)."""
+    if "tf_rows" in inspect.signature(tg.group_inputs).parameters:
+        return tfs.T.contiguous(), noise.T.contiguous()
+    return tfs, noise
 
 
 # ----------------------------------------------------------------------------- the run
