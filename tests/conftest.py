@@ -94,3 +94,25 @@ def _one_torch_thread():
 
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def train_tiny_groundgan(_pbmc_grn_cells_cached):
+    """Factory: a tiny GroundGAN trained ``steps`` + ``steps`` on the PBMC GRN cells (CPU)."""
+    import torch
+
+    import groundgan as gg
+
+    def train(steps: int):
+        torch.set_num_threads(1)  # module fixtures run before the per-test thread fixture
+        adata, grn = (x.copy() for x in _pbmc_grn_cells_cached)
+        gg.GroundGAN.setup_anndata(adata, grn=grn)
+        model = gg.GroundGAN(
+            adata, latent_dim=16, controller_hidden=(32, 64), critic_hidden=(64, 32),
+            labeler_hidden=(32, 32), depth=2, width=2, sample_block_size=64,
+        )
+        model.train(max_steps_stage1=steps, max_steps_stage2=steps, batch_size_stage1=64,
+                    batch_size_stage2=128, progress_bar=False, device="cpu")
+        return model, grn
+
+    return train

@@ -18,37 +18,15 @@ from groundgan.nn._blocks import BN_EPS
 
 
 @pytest.fixture(scope="module")
-def trained(_pbmc_grn_cells_cached, tmp_path_factory):
+def trained(train_tiny_groundgan, tmp_path_factory):
     """A tiny model trained briefly on the PBMC cells (150 + 150 steps), and its directory.
 
     The networks are tiny: one thread is faster than several (thread start-up dominates).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    adata, grn = (x.copy() for x in _pbmc_grn_cells_cached)
-    gg.GroundGAN.setup_anndata(adata, grn=grn)
-    model = gg.GroundGAN(
-        adata,
-        latent_dim=16,
-        controller_hidden=(32, 64),
-        critic_hidden=(64, 32),
-        labeler_hidden=(32, 32),
-        depth=2,
-        width=2,
-        sample_block_size=64,
-    )
-    model.train(
-        max_steps_stage1=150,
-        max_steps_stage2=150,
-        batch_size_stage1=64,
-        batch_size_stage2=128,
-        progress_bar=False,
-        device="cpu",
-    )
+    model, _ = train_tiny_groundgan(150)
     directory = tmp_path_factory.mktemp("perturb") / "model"
     model.save(directory)
     yield model, directory
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

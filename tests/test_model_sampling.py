@@ -8,7 +8,6 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
-import torch
 
 import groundgan as gg
 from groundgan._validation import InvalidInputError
@@ -16,13 +15,6 @@ from groundgan.model import _sampling
 
 pytestmark = pytest.mark.filterwarnings("ignore:sampling from a model whose stage 2 is untrained")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

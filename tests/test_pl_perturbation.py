@@ -9,7 +9,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
@@ -19,34 +18,12 @@ from groundgan.pl._perturbation import TARGET_COLOR  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def perturbed(_pbmc_grn_cells_cached):
+def perturbed(train_tiny_groundgan):
     """A briefly trained tiny model; a knockout of the hub TF and a double knockout."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: one thread is fastest
-    adata, grn = (x.copy() for x in _pbmc_grn_cells_cached)
-    gg.GroundGAN.setup_anndata(adata, grn=grn)
-    model = gg.GroundGAN(
-        adata,
-        latent_dim=16,
-        controller_hidden=(32, 64),
-        critic_hidden=(64, 32),
-        labeler_hidden=(32, 32),
-        depth=2,
-        width=2,
-        sample_block_size=64,
-    )
-    model.train(
-        max_steps_stage1=20,
-        max_steps_stage2=20,
-        batch_size_stage1=64,
-        batch_size_stage2=128,
-        progress_bar=False,
-        device="cpu",
-    )
+    model, grn = train_tiny_groundgan(20)
     tf1, tf2 = grn["tf"].value_counts().index[:2]
     mdata = model.perturb([{tf1: 0.0}, {tf1: 0.0, tf2: 0.0}], n_cells=120, seed=0)
     yield mdata, grn, (tf1, tf2)
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

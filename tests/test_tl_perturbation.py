@@ -6,7 +6,6 @@ import mudata
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from mudata import MuData
 
 import groundgan as gg
@@ -14,34 +13,12 @@ from groundgan._validation import InvalidInputError
 
 
 @pytest.fixture(scope="module")
-def perturbed(_pbmc_grn_cells_cached):
+def perturbed(train_tiny_groundgan):
     """A briefly trained tiny model and a knockout plus a 3x overexpression of two TFs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: one thread is fastest
-    adata, grn = (x.copy() for x in _pbmc_grn_cells_cached)
-    gg.GroundGAN.setup_anndata(adata, grn=grn)
-    model = gg.GroundGAN(
-        adata,
-        latent_dim=16,
-        controller_hidden=(32, 64),
-        critic_hidden=(64, 32),
-        labeler_hidden=(32, 32),
-        depth=2,
-        width=2,
-        sample_block_size=64,
-    )
-    model.train(
-        max_steps_stage1=20,
-        max_steps_stage2=20,
-        batch_size_stage1=64,
-        batch_size_stage2=128,
-        progress_bar=False,
-        device="cpu",
-    )
+    model, grn = train_tiny_groundgan(20)
     tf1, tf2 = grn["tf"].value_counts().index[:2]
     mdata = model.perturb([{tf1: 0.0}, {tf2: 3.0}], n_cells=100, seed=0, mode="scale")
     yield mdata, grn, (tf1, tf2)
-    torch.set_num_threads(threads)
 
 
 def test_table_layout(perturbed):
