@@ -30,21 +30,41 @@ def grouped_batch_norm(
     stats: BatchStats | None = None,
     record: list[BatchStats] | None = None,
 ) -> Tensor:
-    """BatchNorm of ``h`` (genes, batch, units) over the batch, with per-(gene, unit) affine."""
-    if stats is None:
-        var, mean = torch.var_mean(h, dim=1, unbiased=False, keepdim=True)
+    """BatchNorm of ``h`` (genes, units, batch) over the batch, with per-(gene, unit) affine.
+
+    Each (gene, unit) row is one channel of torch's fused batch-norm kernel. With gradients
+    on (training), the kernel computes the batch statistics itself. Without gradients
+    (generation, recording, replay), they are computed explicitly and applied with the
+    kernel's inference mode, so that a recorded pass, its replay and an unrecorded pass all
+    agree bit for bit. Statistics are (mean, biased variance), each (genes, units).
+    """
+    genes, units, batch = h.shape
+    flat = h.reshape(1, genes * units, batch)
+    weight, bias = weight.reshape(-1), bias.reshape(-1)
+    if stats is None and torch.is_grad_enabled():
         if record is not None:
-            record.append((mean.detach().squeeze(1), var.detach().squeeze(1)))
+            var, mean = torch.var_mean(h.detach().float(), dim=2, unbiased=False)
+            record.append((mean, var))
+        out = F.batch_norm(flat, None, None, weight, bias, training=True, eps=BN_EPS)
+        return out.view(genes, units, batch)
+    if stats is None:  # float32 statistics, also under autocast
+        var, mean = torch.var_mean(h.float(), dim=2, unbiased=False)
+        if record is not None:
+            record.append((mean, var))
     else:
-        mean, var = stats[0].unsqueeze(1), stats[1].unsqueeze(1)
-    return (h - mean) * torch.rsqrt(var + BN_EPS) * weight.unsqueeze(1) + bias.unsqueeze(1)
+        mean, var = stats
+    out = F.batch_norm(
+        flat, mean.reshape(-1), var.reshape(-1), weight, bias, training=False, eps=BN_EPS
+    )
+    return out.view(genes, units, batch)
 
 
 class GeneGroup(nn.Module):
     """The MLPs of ``n_genes`` target genes that share one in-degree ``n_regulators``.
 
-    Weights are stacked along a leading gene dimension: layer ``l`` maps (genes, batch, in) to
-    (genes, batch, out) with one ``baddbmm``.
+    Weights are stacked along a leading gene dimension, (genes, in, out); activations are
+    (genes, units, batch), so layer ``l`` is one ``baddbmm`` of the transposed weights with the
+    activations and each (gene, unit) row is a contiguous BatchNorm channel.
     """
 
     def __init__(self, n_genes: int, n_regulators: int, depth: int, width: float):
@@ -72,15 +92,15 @@ class GeneGroup(nn.Module):
         record: list[BatchStats] | None = None,
         relu: bool = True,
     ) -> Tensor:
-        """``x``: (genes, batch, n_regulators + 1) -> (genes, batch) expression (ReLU'd unless
+        """``x``: (genes, n_regulators + 1, batch) -> (genes, batch) expression (ReLU'd unless
         ``relu=False``, which returns the output layer's pre-activation)."""
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(b, x, w)
+            x = torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2), x)
             x = grouped_batch_norm(
                 x, self.bn_weights[i], self.bn_biases[i], None if stats is None else stats[i], record
             )
             x = F.relu(x)
-        out = torch.baddbmm(self.out_bias, x, self.out_weight).squeeze(-1)
+        out = torch.baddbmm(self.out_bias, self.out_weight.transpose(1, 2), x).squeeze(1)
         return F.relu(out) if relu else out
 
 
@@ -134,12 +154,12 @@ class TargetGenerators(nn.Module):
         self.register_buffer("inverse_order", torch.as_tensor(np.argsort(order), dtype=torch.long))
         self.n_targets, self.depth, self.width = len(regulators), depth, width
 
-    def group_inputs(self, index: int, tf_expression: Tensor, noise: Tensor) -> Tensor:
-        """Inputs of group ``index``: (genes, batch, n_regulators + 1)."""
+    def group_inputs(self, index: int, tf_rows: Tensor, noise_rows: Tensor) -> Tensor:
+        """Inputs of group ``index``, (genes, n_regulators + 1, batch), from the TF expression
+        and the noise as rows, (n_tfs, batch) and (n_targets, batch), contiguous."""
         genes = getattr(self, f"genes_{index}")
         regulators = getattr(self, f"regulators_{index}")
-        tfs = tf_expression.T[regulators]  # (genes, n_regulators, batch)
-        return torch.cat([tfs, noise.T[genes].unsqueeze(1)], dim=1).transpose(1, 2)
+        return torch.cat([tf_rows[regulators], noise_rows[genes].unsqueeze(1)], dim=1)
 
     def forward(
         self,
@@ -150,10 +170,11 @@ class TargetGenerators(nn.Module):
         relu: bool = True,
     ) -> Tensor:
         outputs, offset = [], 0
+        tf_rows, noise_rows = tf_expression.T.contiguous(), noise.T.contiguous()
         for i, group in enumerate(self.groups):
             depth = len(group.weights)
             group_stats = None if stats is None else stats[offset : offset + depth]
-            inputs = self.group_inputs(i, tf_expression, noise)
+            inputs = self.group_inputs(i, tf_rows, noise_rows)
             outputs.append(group(inputs, group_stats, record, relu))
             offset += depth
         return torch.cat(outputs, dim=0)[self.inverse_order].T
