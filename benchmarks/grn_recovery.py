@@ -24,7 +24,9 @@ import torch
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--genes", type=int, default=200, help="highly variable genes")
     p.add_argument("--k", type=int, default=5, help="TFs per target in each control GRN")
     p.add_argument("--steps", type=int, default=1000, help="stage-1 steps")
@@ -51,32 +53,46 @@ def main(argv=None) -> dict:
     adata = gg.datasets.pbmc68k_reduced()
     gg.pp.preprocess(adata, n_top_genes=args.genes)
     train, _ = gg.pp.train_test_split(adata, n_test=100, seed=args.seed)
-    table = gg.grn.importance_table(train, gg.datasets.tf_list("human"), seed=args.seed, progress=False)
+    table = gg.grn.importance_table(
+        train, gg.datasets.tf_list("human"), seed=args.seed, progress=False
+    )
     positive = gg.grn.from_importances(table, k=args.k, strategy="positive_control")
     negative = gg.grn.from_importances(table, k=args.k, strategy="negative_control")
     cells = gg.grn.subset(train, positive)
     gg.GroundGAN.setup_anndata(cells, grn=positive)
     model = gg.GroundGAN(cells, labeler_hidden=(500, 500, 500), sample_block_size=512)
     model.train(
-        max_steps_stage1=args.steps, max_steps_stage2=args.steps_stage2,
-        batch_size_stage1=128, batch_size_stage2=512, lr_stage1=1e-3, lr_stage1_final=1e-4,
-        seed=args.seed, progress_bar=False, device="auto",
+        max_steps_stage1=args.steps,
+        max_steps_stage2=args.steps_stage2,
+        batch_size_stage1=128,
+        batch_size_stage2=512,
+        lr_stage1=1e-3,
+        lr_stage1_final=1e-4,
+        seed=args.seed,
+        progress_bar=False,
+        device="auto",
     )
     sim = model.sample(args.cells, seed=args.seed)
     tfs, targets = set(positive["tf"]), set(positive["target"])
     # GRNBoost2 once on the simulated cells, scored against both edge sets
-    inferred = gg.grn.importance_table(sim, sorted(tfs), targets=sorted(targets), seed=args.seed,
-                                       progress=False)
+    inferred = gg.grn.importance_table(
+        sim, sorted(tfs), targets=sorted(targets), seed=args.seed, progress=False
+    )
     imposed = gg.tl.grn_benchmark(sim, positive, method=inferred)
     control = gg.tl.grn_benchmark(sim, restrict(negative, tfs, targets), method=inferred)
     real = gg.tl.grn_benchmark(cells, positive, method="grnboost2", seed=args.seed)
     record = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/grn_recovery.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python benchmarks/grn_recovery.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)",
         "device": str(model.device),
-        "genes": int(cells.n_vars), "tfs": len(tfs), "targets": len(targets), "edges": len(positive),
-        "steps": [args.steps, args.steps_stage2], "simulated_cells": args.cells,
+        "genes": int(cells.n_vars),
+        "tfs": len(tfs),
+        "targets": len(targets),
+        "edges": len(positive),
+        "steps": [args.steps, args.steps_stage2],
+        "simulated_cells": args.cells,
         "imposed": imposed.to_series().to_dict(),
         "negative_control": control.to_series().to_dict(),
         "real_cells_vs_imposed": real.to_series().to_dict(),
@@ -91,8 +107,11 @@ def main(argv=None) -> dict:
         import matplotlib
 
         matplotlib.use("Agg")
-        gg.pl.pr_curve({"imposed edges": imposed, "negative-control edges": control},
-                       show=False, save=args.plot)
+        gg.pl.pr_curve(
+            {"imposed edges": imposed, "negative-control edges": control},
+            show=False,
+            save=args.plot,
+        )
     return record
 
 

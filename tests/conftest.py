@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(
-    os.environ.get("GROUNDGAN_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    os.environ.get(
+        "GROUNDGAN_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    )
 )
 os.environ.setdefault("GROUNDGAN_DATA_DIR", str(SHARED_DATA))
 
@@ -108,11 +110,23 @@ def train_tiny_groundgan(_pbmc_grn_cells_cached):
         adata, grn = (x.copy() for x in _pbmc_grn_cells_cached)
         gg.GroundGAN.setup_anndata(adata, grn=grn)
         model = gg.GroundGAN(
-            adata, latent_dim=16, controller_hidden=(32, 64), critic_hidden=(64, 32),
-            labeler_hidden=(32, 32), depth=2, width=2, sample_block_size=64,
+            adata,
+            latent_dim=16,
+            controller_hidden=(32, 64),
+            critic_hidden=(64, 32),
+            labeler_hidden=(32, 32),
+            depth=2,
+            width=2,
+            sample_block_size=64,
         )
-        model.train(max_steps_stage1=steps, max_steps_stage2=steps, batch_size_stage1=64,
-                    batch_size_stage2=128, progress_bar=False, device="cpu")
+        model.train(
+            max_steps_stage1=steps,
+            max_steps_stage2=steps,
+            batch_size_stage1=64,
+            batch_size_stage2=128,
+            progress_bar=False,
+            device="cpu",
+        )
         return model, grn
 
     return train

@@ -19,8 +19,9 @@ def test_imposed_edges_recovered_far_better_than_negative_control_and_random():
     spec = importlib.util.spec_from_file_location("grn_recovery", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    record = module.main(["--genes", "200", "--k", "3", "--steps", "300",
-                          "--steps-stage2", "300", "--cells", "600"])
+    record = module.main(
+        ["--genes", "200", "--k", "3", "--steps", "300", "--steps-stage2", "300", "--cells", "600"]
+    )
     imposed, negative = record["imposed"], record["negative_control"]
     assert imposed["auprc_ratio"] > 1.5
     assert imposed["auprc"] > 1.5 * negative["auprc"]

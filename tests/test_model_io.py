@@ -51,7 +51,6 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
 
 
-
 @pytest.fixture
 def adata(pbmc_grn_cells):
     cells, grn = pbmc_grn_cells

@@ -15,8 +15,13 @@ import groundgan as gg
 from groundgan.model._sampling import generate_blocks
 
 STEPS = 300
-MODEL = dict(latent_dim=32, controller_hidden=(64, 128), critic_hidden=(128, 64),
-             labeler_hidden=(64, 64), sample_block_size=200)
+MODEL = dict(
+    latent_dim=32,
+    controller_hidden=(64, 128),
+    critic_hidden=(128, 64),
+    labeler_hidden=(64, 64),
+    sample_block_size=200,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +39,26 @@ def learned(_pbmc_grn_cells_cached):
         warnings.simplefilter("ignore")
         untrained = model.sample(200, seed=1)
     # stage 1 at a learning rate suited to a short run (the paper's 1e-4 needs ~1e5 steps)
-    settings = dict(max_steps_stage1=STEPS, max_steps_stage2=STEPS, batch_size_stage1=64,
-                    batch_size_stage2=128, lr_stage1=1e-3, lr_stage1_final=1e-4,
-                    progress_bar=False, log_every=50)
+    settings = dict(
+        max_steps_stage1=STEPS,
+        max_steps_stage2=STEPS,
+        batch_size_stage1=64,
+        batch_size_stage2=128,
+        lr_stage1=1e-3,
+        lr_stage1_final=1e-4,
+        progress_bar=False,
+        log_every=50,
+    )
     model.train(**settings, stages=(1,))
     controller_cells = np.concatenate(list(generate_blocks(model, 200, 1, stage1_only=True)))
     model.train(**settings)
-    return dict(model=model, test=test, untrained=untrained, trained=model.sample(200, seed=1),
-                controller_cells=controller_cells)
+    return dict(
+        model=model,
+        test=test,
+        untrained=untrained,
+        trained=model.sample(200, seed=1),
+        controller_cells=controller_cells,
+    )
 
 
 def test_centroid_distance_and_mmd_fall(learned):

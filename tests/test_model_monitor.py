@@ -28,7 +28,6 @@ TRAIN = dict(
 )
 
 
-
 @pytest.fixture
 def split(pbmc_grn_cells):
     """600 training cells (set up) and 100 validation cells."""

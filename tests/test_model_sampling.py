@@ -16,7 +16,6 @@ from groundgan.model import _sampling
 pytestmark = pytest.mark.filterwarnings("ignore:sampling from a model whose stage 2 is untrained")
 
 
-
 @pytest.fixture
 def model(pbmc_grn_cells, tiny_model_kwargs):
     adata, grn = pbmc_grn_cells

@@ -66,8 +66,6 @@ def _duplicate_var(adata):
     return adata
 
 
-
-
 BAD_DATA = {
     "negative": (lambda a: _set_value(a, -1.0), "negative"),
     "nan": (lambda a: _set_value(a, np.nan), "NaN"),
@@ -90,7 +88,9 @@ def test_bad_data_is_refused(pbmc_grn_cells, case):
 
 
 def _grn_missing_gene(grn):
-    return pd.concat([grn, pd.DataFrame({"tf": [grn.tf[0]], "target": ["NOT_A_GENE"], "importance": [1.0]})])
+    return pd.concat(
+        [grn, pd.DataFrame({"tf": [grn.tf[0]], "target": ["NOT_A_GENE"], "importance": [1.0]})]
+    )
 
 
 def _grn_tf_to_tf(grn):

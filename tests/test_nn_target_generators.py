@@ -144,8 +144,12 @@ def test_pbmc_sized_model_is_small_and_trains_a_step_on_cpu():
     assert tg_params < 1_000_000  # the dense masked form has ~ (2 x 15,000)^2 per layer
     data = torch.rand(1100, n_tfs + n_targets)
     data = data / data.sum(1, keepdim=True) * 20_000
-    stage = GroundGANStage(module, data, StageSettings(max_steps=10, batch_size=1024, n_critic=1),
-                           torch.Generator().manual_seed(0))
+    stage = GroundGANStage(
+        module,
+        data,
+        StageSettings(max_steps=10, batch_size=1024, n_critic=1),
+        torch.Generator().manual_seed(0),
+    )
     before = [p.detach().clone() for p in module.target_generators.parameters()]
     losses = stage.step()
     assert torch.isfinite(losses).all()

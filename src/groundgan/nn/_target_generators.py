@@ -97,7 +97,11 @@ class GeneGroup(nn.Module):
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2), x)
             x = grouped_batch_norm(
-                x, self.bn_weights[i], self.bn_biases[i], None if stats is None else stats[i], record
+                x,
+                self.bn_weights[i],
+                self.bn_biases[i],
+                None if stats is None else stats[i],
+                record,
             )
             x = F.relu(x)
         out = torch.baddbmm(self.out_bias, self.out_weight.transpose(1, 2), x).squeeze(1)

@@ -39,8 +39,12 @@ def run_stage(
     buffer = torch.zeros(len(names), device=stage.data.device)
     n_buffered = 0
     bar = tqdm(
-        total=max_steps, initial=start_step, desc=f"{stage.name}", disable=not progress_bar,
-        dynamic_ncols=True, leave=True,
+        total=max_steps,
+        initial=start_step,
+        desc=f"{stage.name}",
+        disable=not progress_bar,
+        dynamic_ncols=True,
+        leave=True,
     )
     try:
         for step in range(start_step + 1, max_steps + 1):
