@@ -110,7 +110,9 @@ def test_sample_shape_values_and_metadata(trained, pbmc_grn_cells):
     assert sim.uns["groundgan"]["seed"] == 3
     assert sim.uns["groundgan"]["steps_stage2"] == 6
     truth = sim.uns["groundgan_grn"]
-    assert set(zip(truth.tf, truth.target, strict=True)) == set(zip(grn.tf, grn.target, strict=True))
+    assert set(zip(truth.tf, truth.target, strict=True)) == set(
+        zip(grn.tf, grn.target, strict=True)
+    )
     assert (sim.var["grn_role"] == "tf").sum() == 8
 
 
@@ -146,7 +148,10 @@ def test_save_load_round_trip(trained, pbmc_grn_cells, tmp_path):
     adata, _ = pbmc_grn_cells
     trained.save(tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
-        "grn.csv", "model.json", "model.pt", "var_names.csv",
+        "grn.csv",
+        "model.json",
+        "model.pt",
+        "var_names.csv",
     ]
     loaded = gg.GroundGAN.load(tmp_path / "model")
     assert loaded.steps_ == trained.steps_
@@ -188,3 +193,28 @@ def test_too_few_cells_refused_and_small_data_shrinks_batch(pbmc_grn_cells, tiny
 def test_bad_stages_refused(model):
     with pytest.raises(ValueError, match="stages"):
         model.train(**TRAIN, stages=(3,))
+
+
+def test_bf16_precision_trains_close_to_fp32(pbmc_grn_cells, tiny_model_kwargs, tmp_path):
+    adata, grn = pbmc_grn_cells
+    gg.GroundGAN.setup_anndata(adata, grn=grn)
+    fp32, bf16 = (gg.GroundGAN(adata, **tiny_model_kwargs) for _ in range(2))
+    fp32.train(**TRAIN)
+    with pytest.warns(RuntimeWarning, match="bfloat16 autocast is meant for CUDA"):
+        bf16.train(**TRAIN, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in bf16.module.parameters())
+    a, b = weights(fp32), weights(bf16)
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # autocast was in effect
+    losses = ["critic_loss", "generator_loss"]
+    np.testing.assert_allclose(
+        bf16.history_[losses].to_numpy(), fp32.history_[losses].to_numpy(), rtol=0.1, atol=0.5
+    )
+    # the precision is part of the stage: switching it continues with the saved optimiser state
+    bf16.train(**{**TRAIN, "max_steps_stage2": 8}, precision="fp32")
+    assert bf16.steps_["stage2"] == 8
+
+
+def test_unknown_precision_refused_before_checkpoints_exist(model, tmp_path):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        model.train(**TRAIN, precision="fp16", checkpoint_dir=tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()

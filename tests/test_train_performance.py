@@ -211,28 +211,33 @@ def test_data_elsewhere_than_the_networks_is_refused(base_module):
 
 
 # ------------------------------------------------------------------------------- precision
-def test_bf16_is_refused_on_cpu(base_module, cells):
-    with pytest.raises(ValueError, match="CUDA only"):
+def test_bf16_off_cuda_warns_and_unknown_precision_is_refused(base_module, cells):
+    with pytest.warns(RuntimeWarning, match="meant for CUDA"):
         make_stage(GroundGANStage, base_module, cells, PerformanceOptions(precision="bf16"))
     with pytest.raises(ValueError, match="precision must be one of"):
         PerformanceOptions(precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _performance.check_precision("fp16", torch.device("cpu"))
 
 
-def test_bf16_autocast_wraps_the_forward_passes(base_module, cells, monkeypatch):
-    """The mechanism, exercised with CPU autocast (refused in normal use)."""
-    monkeypatch.setattr(_performance, "check_precision", lambda precision, device: None)
-    stage = make_stage(GroundGANStage, base_module, cells, PerformanceOptions(precision="bf16"))
+@pytest.mark.filterwarnings("ignore:precision='bf16' on cpu:RuntimeWarning")
+@pytest.mark.parametrize("stage_cls", [ControllerStage, GroundGANStage])
+def test_bf16_autocast_wraps_the_forward_passes(stage_cls, base_module, cells):
+    stage = make_stage(stage_cls, base_module, cells, PerformanceOptions(precision="bf16"))
     dtypes = set()
-    hooks = [
-        m.register_forward_hook(lambda mod, inp, out: dtypes.add(out.dtype))
-        for m in (stage.module.critic.output, stage.module.labeler.output)
-    ]
-    losses = run(stage, 2)
-    for h in hooks:
-        h.remove()
+    critic = stage.module.critic if stage_cls is GroundGANStage else stage.module.controller_critic
+    hook = critic.output.register_forward_hook(lambda mod, inp, out: dtypes.add(out.dtype))
+    losses = run(stage)
+    hook.remove()
     assert dtypes == {torch.bfloat16}
     assert losses.dtype == torch.float32 and torch.isfinite(losses).all()
     assert all(p.dtype == torch.float32 for p in stage.module.parameters())
+    for optimizer in stage.optimizers().values():
+        for state in optimizer.state.values():
+            assert state["exp_avg"].dtype == torch.float32
+    reference = run(make_stage(stage_cls, base_module, cells, PerformanceOptions()))
+    assert not torch.equal(losses, reference)
+    torch.testing.assert_close(losses, reference, rtol=0.05, atol=0.1)
 
 
 def test_tf32_switch_is_scoped():

@@ -16,7 +16,15 @@ from anndata import AnnData
 from .._validation import InvalidInputError, check_positive_int, matrix_of, to_dense
 from .._version import __version__
 from ..nn import GroundGANModule
-from ..train import ControllerStage, GroundGANStage, StageSettings, WGANGPStage, run_stage
+from ..train import (
+    ControllerStage,
+    GroundGANStage,
+    PerformanceOptions,
+    StageSettings,
+    WGANGPStage,
+    run_stage,
+)
+from ..train._performance import check_precision
 from . import _io, _monitor, _perturb, _sampling
 from ._setup import GRNLayout, read_setup, record_setup, validate_setup
 
@@ -245,6 +253,7 @@ class GroundGAN:
         lr_labeler: float = 1e-4,
         weight_decay: float = 0.01,
         device: str | torch.device = "auto",
+        precision: str = "fp32",
         seed: int = 0,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10_000,
@@ -270,6 +279,10 @@ class GroundGAN:
         ----------
         device
             ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
+        precision
+            ``"fp32"`` (default), or ``"bf16"`` for bfloat16 autocast of the forward passes
+            (losses, gradients, weights and optimiser state stay float32). Meant for CUDA
+            devices; elsewhere it runs with a warning, usually slower than float32.
         seed
             Seed of the training randomness (minibatches, noise, interpolation); the same seed
             on the same device gives the same weights.
@@ -291,6 +304,8 @@ class GroundGAN:
             raise InvalidInputError(f"stages must be a subset of (1, 2), got {tuple(stages)}")
         data = self._training_tensor()
         target_device = resolve_device(device)
+        check_precision(precision, target_device)
+        performance = PerformanceOptions(precision=precision)
         self.module.to(target_device)
         data = data.to(target_device)
         settings = {
@@ -329,7 +344,9 @@ class GroundGAN:
             checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
         if self._rng is None or self._rng.device != data.device:
             self._rng = torch.Generator(device=data.device).manual_seed(seed)
-        checkpoints = _io.Checkpointer.open(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
+        checkpoints = (
+            _io.Checkpointer.open(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
+        )
         try:
             hooks = []
             if monitor is not None:  # before the checkpoint hook: a checkpoint holds its step's row
@@ -343,16 +360,20 @@ class GroundGAN:
                     continue
                 if name == "stage1" and self.steps_["stage2"] > 0:
                     continue  # the controller is frozen once stage 2 has started
-                self._train_stage(name, settings[name], data, hooks, progress_bar, log_every)
+                self._train_stage(
+                    name, settings[name], performance, data, hooks, progress_bar, log_every
+                )
         finally:
             if checkpoints is not None:
                 checkpoints.close()
 
-    def _train_stage(self, name, settings, data, hooks, progress_bar, log_every) -> None:
+    def _train_stage(
+        self, name, settings, performance, data, hooks, progress_bar, log_every
+    ) -> None:
         start = self.steps_[name]
         if start >= settings.max_steps:
             return
-        stage = self._stage(name, settings, data)
+        stage = self._stage(name, settings, performance, data)
         stage.completed_steps = start
         if name == "stage2" and start == 0 and self.calibrate_targets:
             stage.calibrate()
@@ -371,17 +392,28 @@ class GroundGAN:
             self.module.eval()
             self.history_ = pd.concat([self.history_, pd.DataFrame(rows)], ignore_index=True)
 
-    def _stage(self, name: str, settings: StageSettings, data: torch.Tensor) -> WGANGPStage:
+    def _stage(
+        self,
+        name: str,
+        settings: StageSettings,
+        performance: PerformanceOptions,
+        data: torch.Tensor,
+    ) -> WGANGPStage:
         """The stage object of ``name``; optimiser and schedule state carry over between calls
         and from a resumed checkpoint."""
         stage = self._stages.get(name)
-        if stage is not None and stage.settings == settings and stage.data is data:
+        if (
+            stage is not None
+            and stage.settings == settings
+            and stage.performance == performance
+            and stage.data is data
+        ):
             return stage
         saved = self._pending_stage_states.pop(name, None)
         if stage is not None:
             saved = {"settings": asdict(stage.settings), **stage.state_dict()}
         cls = ControllerStage if name == "stage1" else GroundGANStage
-        new = cls(self.module, data, settings, self._rng)
+        new = cls(self.module, data, settings, self._rng, performance=performance)
         if saved is not None:
             new.load_state_dict(saved, same_schedule=saved["settings"] == asdict(settings))
         new.fast_forward(self.steps_[name], keep_loaded=saved is not None)
@@ -446,7 +478,9 @@ class GroundGAN:
         """
         n_cells = check_positive_int(n_cells, "n_cells")
         if not self.is_trained_:
-            warnings.warn("sampling from a model whose stage 2 is untrained", UserWarning, stacklevel=2)
+            warnings.warn(
+                "sampling from a model whose stage 2 is untrained", UserWarning, stacklevel=2
+            )
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

@@ -1,12 +1,14 @@
 """WGAN-GP training: stages, the loop, schedules. Knows tensors and networks, not genes."""
 
 from ._loop import NonFiniteLossError, run_stage
+from ._performance import PerformanceOptions
 from ._stages import ControllerStage, GroundGANStage, StageSettings, WGANGPStage, gradient_penalty
 
 __all__ = [
     "ControllerStage",
     "GroundGANStage",
     "NonFiniteLossError",
+    "PerformanceOptions",
     "StageSettings",
     "WGANGPStage",
     "gradient_penalty",
