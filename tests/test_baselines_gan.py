@@ -284,7 +284,7 @@ def test_save_refuses_existing_directory_without_overwrite(trained, tmp_path):
 def test_load_checks_genes_and_model_kind(trained, tmp_path):
     model = trained.model
     model.save(tmp_path)
-    with pytest.raises(InvalidInputError, match="do not match"):
+    with pytest.raises(InvalidInputError, match="genes differ from the model"):
         type(model).load(tmp_path, adata=model.adata[:, :50].copy())
     other = CWGAN if isinstance(model, CscGAN) else CscGAN
     with pytest.raises(InvalidInputError, match=f"not {other.__name__}"):

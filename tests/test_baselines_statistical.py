@@ -347,10 +347,10 @@ def test_save_refuses_existing_directory_without_overwrite(trained, tmp_path):
 def test_load_checks_genes_and_model_kind(trained, tmp_path):
     trained.save(tmp_path)
     other_genes = trained.adata[:, :150].copy()
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(ValueError, match="genes differ from the model"):
         type(trained).load(tmp_path, adata=other_genes)
     reordered = trained.adata[:, ::-1].copy()
-    with pytest.raises(ValueError, match="different order"):
+    with pytest.raises(ValueError, match="another order"):
         type(trained).load(tmp_path, adata=reordered)
     other_kind = SPARSim if isinstance(trained, ScDesign2) else ScDesign2
     with pytest.raises(ValueError, match=f"not {other_kind.__name__}"):

@@ -4,47 +4,16 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from anndata import AnnData
 
 import groundgan as gg
+from anndata_checks import assert_anndata_equal
 
 K = 3
-
-
-def _same(a, b) -> None:
-    """Recursive equality of AnnData parts (matrices, frames, dicts, scalars), types included."""
-    assert type(a) is type(b), (type(a), type(b))
-    if isinstance(a, pd.DataFrame):
-        pd.testing.assert_frame_equal(a, b)
-    elif sp.issparse(a) or isinstance(a, np.ndarray):
-        assert a.shape == b.shape and a.dtype == b.dtype
-        a, b = (x.toarray() if sp.issparse(x) else x for x in (a, b))
-        np.testing.assert_array_equal(a, b)
-    elif isinstance(a, Mapping):
-        assert list(a) == list(b)
-        for key in a:
-            _same(a[key], b[key])
-    else:
-        assert a == b
-
-
-def assert_untouched(before: AnnData, after: AnnData) -> None:
-    """Deep comparison: same shape, names, matrices (and their types), annotations, uns."""
-    assert after.shape == before.shape
-    assert list(after.obs_names) == list(before.obs_names)
-    assert list(after.var_names) == list(before.var_names)
-    _same(before.X, after.X)
-    _same(before.obs, after.obs)
-    _same(before.var, after.var)
-    for part in ("layers", "obsm", "varm", "obsp", "varp", "uns"):
-        _same(dict(getattr(before, part)), dict(getattr(after, part)))
-    assert (before.raw is None) == (after.raw is None)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +183,7 @@ def test_importance_table_errors_leave_input_untouched(pbmc_train, human_tfs, cl
         gg.grn.importance_table(broken, human_tfs, **run)
     with pytest.raises(ValueError, match="must return a DataFrame"):
         gg.grn.importance_table(adata, human_tfs, method=lambda *a: pd.DataFrame({"x": [1]}))
-    assert_untouched(adata, before)
+    assert_anndata_equal(adata, before)
 
 
 # ----------------------------------------------------------------------------- infer
@@ -256,7 +225,7 @@ def test_infer_is_pure(pbmc_train, human_tfs, client):
     adata = pbmc_train[:120, :60].copy()
     before = adata.copy()
     gg.grn.infer(adata, human_tfs, k=2, client=client, progress=False)
-    assert_untouched(adata, before)
+    assert_anndata_equal(adata, before)
 
 
 @pytest.mark.parametrize(
@@ -353,7 +322,7 @@ def test_subset_for_the_model(pbmc_train, pbmc_grn):
     np.testing.assert_array_equal(cells.layers["counts"].toarray(), counts)
     np.testing.assert_allclose(X, counts / counts.sum(1, keepdims=True) * 20_000, rtol=1e-5)
     assert cells.uns["groundgan_preprocess"]["library_size"] == 20_000
-    assert_untouched(pbmc_train, before)
+    assert_anndata_equal(pbmc_train, before)
 
     other = gg.grn.subset(pbmc_train, pbmc_grn, library_size=1e4)
     np.testing.assert_allclose(other.X.toarray().sum(1), 1e4, rtol=1e-4)

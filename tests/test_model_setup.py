@@ -5,24 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 import groundgan as gg
+from anndata_checks import assert_anndata_equal
 from groundgan.model._setup import SETUP_KEY
-
-
-def snapshot(adata):
-    X = adata.X.toarray() if sp.issparse(adata.X) else np.array(adata.X)
-    return X.copy(), dict(adata.uns), list(adata.var_names), list(adata.obs_names)
-
-
-def assert_untouched(adata, before):
-    X, uns, var_names, obs_names = before
-    now = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
-    np.testing.assert_array_equal(now, X)
-    assert set(adata.uns) == set(uns)
-    assert SETUP_KEY not in adata.uns
-    assert list(adata.var_names) == var_names and list(adata.obs_names) == obs_names
 
 
 def test_setup_records_grn_and_library_size(pbmc_grn_cells):
@@ -81,10 +67,10 @@ def test_bad_data_is_refused(pbmc_grn_cells, case):
     adata, grn = pbmc_grn_cells
     make_bad, message = BAD_DATA[case]
     adata = make_bad(adata)
-    before = snapshot(adata)
+    before = adata.copy()
     with pytest.raises(ValueError, match=message):
         gg.GroundGAN.setup_anndata(adata, grn=grn)
-    assert_untouched(adata, before)
+    assert_anndata_equal(before, adata)
 
 
 def _grn_missing_gene(grn):
@@ -127,10 +113,10 @@ BAD_GRN = {
 def test_bad_grn_is_refused(pbmc_grn_cells, case):
     adata, grn = pbmc_grn_cells
     make_bad, message = BAD_GRN[case]
-    before = snapshot(adata)
+    before = adata.copy()
     with pytest.raises(ValueError, match=message):
         gg.GroundGAN.setup_anndata(adata, grn=make_bad(grn))
-    assert_untouched(adata, before)
+    assert_anndata_equal(before, adata)
 
 
 def test_missing_layer_is_named(pbmc_grn_cells):

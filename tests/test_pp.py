@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -14,40 +13,11 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 import groundgan as gg
+from anndata_checks import assert_anndata_equal
 
 
 def _dense(X) -> np.ndarray:
     return X.toarray() if sp.issparse(X) else np.asarray(X)
-
-
-def _same(a, b) -> None:
-    """Recursive equality of AnnData parts (matrices, frames, dicts, scalars), types included."""
-    assert type(a) is type(b), (type(a), type(b))
-    if isinstance(a, pd.DataFrame):
-        pd.testing.assert_frame_equal(a, b)
-    elif sp.issparse(a) or isinstance(a, np.ndarray):
-        assert a.shape == b.shape and a.dtype == b.dtype
-        a, b = (x.toarray() if sp.issparse(x) else x for x in (a, b))
-        np.testing.assert_array_equal(a, b)
-    elif isinstance(a, Mapping):
-        assert list(a) == list(b)
-        for key in a:
-            _same(a[key], b[key])
-    else:
-        assert a == b
-
-
-def assert_untouched(before: AnnData, after: AnnData) -> None:
-    """Deep comparison: same shape, names, matrices (and their types), annotations, uns."""
-    assert after.shape == before.shape
-    assert list(after.obs_names) == list(before.obs_names)
-    assert list(after.var_names) == list(before.var_names)
-    _same(before.X, after.X)
-    _same(before.obs, after.obs)
-    _same(before.var, after.var)
-    for part in ("layers", "obsm", "varm", "obsp", "varp", "uns"):
-        _same(dict(getattr(before, part)), dict(getattr(after, part)))
-    assert (before.raw is None) == (after.raw is None)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +85,7 @@ def test_preprocess_copy_leaves_input_untouched(pbmc_counts):
     before = pbmc_counts.copy()
     out = gg.pp.preprocess(pbmc_counts, n_top_genes=100, copy=True)
     assert isinstance(out, AnnData) and out.n_vars == 100
-    assert_untouched(before, pbmc_counts)
+    assert_anndata_equal(before, pbmc_counts)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +102,7 @@ def test_preprocess_refuses_non_counts_and_leaves_input_untouched(pbmc_counts, t
     before = pbmc_counts.copy()
     with pytest.raises(ValueError, match=message):
         gg.pp.preprocess(pbmc_counts)
-    assert_untouched(before, pbmc_counts)
+    assert_anndata_equal(before, pbmc_counts)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +112,7 @@ def test_preprocess_refuses_bad_parameters(pbmc_counts, kwargs):
     before = pbmc_counts.copy()
     with pytest.raises(ValueError):
         gg.pp.preprocess(pbmc_counts, **kwargs)
-    assert_untouched(before, pbmc_counts)
+    assert_anndata_equal(before, pbmc_counts)
 
 
 def test_preprocess_in_place_on_a_view(pbmc_counts):
@@ -253,7 +223,7 @@ def test_cluster_resolution_and_slots(pbmc_preprocessed):
     assert set(adata.obs.columns) - set(before.obs.columns) == {"cluster"}
     assert set(adata.uns) - set(before.uns) == {"cluster", "cluster_ratios"}
     del adata.obs["cluster"], adata.uns["cluster"], adata.uns["cluster_ratios"]
-    assert_untouched(before, adata)
+    assert_anndata_equal(before, adata)
 
 
 def test_cluster_is_seeded_and_restores_python_random(pbmc_preprocessed):
@@ -282,7 +252,7 @@ def test_cluster_on_raw_counts_in_x_and_refusal(pbmc_counts):
     before = logged.copy()
     with pytest.raises(ValueError, match="raw UMI counts"):
         gg.pp.cluster(logged)
-    assert_untouched(before, logged)
+    assert_anndata_equal(before, logged)
 
 
 def test_cluster_mouse_cells(mouse_small):

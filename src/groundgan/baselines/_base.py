@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._files import check_same_genes, check_save_dir
 from .._validation import (
     InvalidInputError,
     check_finite_nonnegative,
@@ -156,7 +157,7 @@ class _StatisticalBaseline:
                 "no training data: this model was loaded without adata; pass adata to load()"
             )
         adata = self.adata
-        _check_same_genes(adata, list(self.var_names))
+        check_same_genes(adata, list(self.var_names))
         matrix = matrix_of(adata, self.layer)
         check_finite_nonnegative(matrix, "training data")
         labels = self._training_labels(adata)
@@ -330,12 +331,7 @@ class _StatisticalBaseline:
         ``allow_pickle=False``.
         """
         path = Path(dir_path)
-        if path.exists() and not path.is_dir():
-            raise InvalidInputError(f"{str(path)!r} exists and is not a directory")
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise InvalidInputError(
-                f"{str(path)!r} exists and is not empty; pass overwrite=True to replace it"
-            )
+        check_save_dir(path, overwrite)
         path.mkdir(parents=True, exist_ok=True)
         arrays = {
             f"group{i}__{name}": np.asarray(value)
@@ -384,7 +380,7 @@ class _StatisticalBaseline:
             )
         var_names = (path / _GENES_FILE).read_text(encoding="utf-8").splitlines()
         if adata is not None:
-            _check_same_genes(adata, var_names)
+            check_same_genes(adata, var_names)
         model = cls.__new__(cls)
         model.adata = adata
         model.layer = meta["layer"]
@@ -477,22 +473,3 @@ def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
     order = np.argsort(-(exact - counts), kind="stable")
     counts[order[:short]] += 1
     return counts
-
-
-def _check_same_genes(adata: AnnData, var_names: list[str]) -> None:
-    genes = list(map(str, adata.var_names))
-    if genes == var_names:
-        return
-    in_data, in_model = set(genes), set(var_names)
-    missing = [g for g in var_names if g not in in_data]
-    extra = [g for g in genes if g not in in_model]
-    detail = []
-    if missing:
-        detail.append(f"missing from adata: {format_names(missing)}")
-    if extra:
-        detail.append(f"not in the model: {format_names(extra)}")
-    if not detail:
-        detail.append("same genes in a different order; reorder adata with adata[:, model_genes]")
-    raise InvalidInputError(
-        f"adata's genes do not match the model's {len(var_names)} genes: " + "; ".join(detail)
-    )

@@ -22,6 +22,13 @@ import torch
 from anndata import AnnData
 from torch import Tensor, nn
 
+from .._files import (
+    atomic_write_bytes,
+    check_same_genes,
+    check_save_dir,
+    load_module_state,
+    torch_bytes,
+)
 from .._validation import (
     InvalidInputError,
     check_finite_nonnegative,
@@ -34,7 +41,6 @@ from .._validation import (
 )
 from .._version import __version__
 from ..model._groundgan import resolve_device
-from ..model._io import atomic_write_bytes, load_weights, torch_bytes
 from ..model._sampling import check_seed
 from ..nn import CausalController, Critic, LibrarySizeNormalization
 from ..train import ControllerStage, StageSettings, WGANGPStage, run_stage
@@ -43,7 +49,6 @@ from ._base import (
     DEFAULT_N_CELLS,
     NotTrainedError,
     _check_labels,
-    _check_same_genes,
     _label_order,
     _largest_remainder,
 )
@@ -477,7 +482,7 @@ class _GANBaseline:
     def _training_tensors(self) -> tuple[Tensor, Tensor]:
         """Cells (float32, dense) and their label codes (indices into :attr:`labels_`)."""
         adata = self.adata
-        _check_same_genes(adata, list(self.var_names))
+        check_same_genes(adata, list(self.var_names))
         X = matrix_of(adata, self.layer)
         what = "training data" if self.layer is None else f"adata.layers[{self.layer!r}]"
         check_library_normalized(X, self.library_size, what)
@@ -592,12 +597,7 @@ class _GANBaseline:
         pickles.
         """
         path = Path(dir_path)
-        if path.exists() and not path.is_dir():
-            raise InvalidInputError(f"{str(path)!r} exists and is not a directory")
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise InvalidInputError(
-                f"{str(path)!r} exists and is not empty; pass overwrite=True to replace it"
-            )
+        check_save_dir(path, overwrite)
         files = {
             WEIGHTS_FILE: torch_bytes(
                 {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
@@ -648,23 +648,14 @@ class _GANBaseline:
         path = Path(dir_path)
         meta, var_names, label_names, label_sizes = cls._read_dir(path)
         if adata is not None:
-            if not isinstance(adata, AnnData):
-                raise InvalidInputError(f"adata must be an AnnData, got {type(adata).__name__}")
-            _check_same_genes(adata, var_names)
+            check_same_genes(adata, var_names)
         model = cls.__new__(cls)
         model.labels_key = meta["labels_key"]
         model.layer = meta["layer"]
         model._build(
             var_names, float(meta["library_size"]), label_names, label_sizes, meta["init_params"]
         )
-        state = load_weights(path / WEIGHTS_FILE, path / WEIGHTS_FILE)
-        try:
-            model.module.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as err:
-            raise InvalidInputError(
-                f"{path / WEIGHTS_FILE} does not hold the weights of the model described by "
-                f"{META_FILE} ({str(err).splitlines()[0]})"
-            ) from err
+        load_module_state(model.module, path / WEIGHTS_FILE, META_FILE)
         model.module.to(device)
         model.module.eval()
         model.steps_ = int(meta["steps"])

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
 import os
-import re
 import shutil
 import warnings
 from dataclasses import asdict
@@ -30,7 +28,16 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._validation import InvalidInputError, check_positive_int, format_names
+from .._files import (
+    atomic_write_bytes,
+    check_same_genes,
+    check_save_dir,
+    fsync_dir,
+    load_module_state,
+    load_weights,
+    torch_bytes,
+)
+from .._validation import InvalidInputError, check_positive_int
 from .._version import __version__
 from ..train import NonFiniteLossError
 from ._setup import SETUP_KEY, GRNLayout, read_setup
@@ -55,69 +62,6 @@ class CheckpointLockedError(RuntimeError):
     """Another live process is training into the same checkpoint directory."""
 
 
-# atomic files ------------------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and ``os.replace``.
-
-    A crash at any point leaves ``path`` either as it was or complete; never partly written.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename inside ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def torch_bytes(obj: Any) -> bytes:
-    """``torch.save`` into memory."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
-def load_weights(source: Path | bytes, what: str | Path, device: str | torch.device = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True``: tensors and plain values only.
-
-    A file holding other pickled objects (a planted pickle) is refused with
-    :class:`~groundgan._validation.InvalidInputError`; its code is never executed.
-
-    Parameters
-    ----------
-    source
-        A file, or its bytes (already checksummed).
-    what
-        How to name the file in error messages.
-    device
-        Where to map the tensors.
-    """
-    data = source.read_bytes() if isinstance(source, Path) else source
-    try:
-        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
-    except Exception as err:  # UnpicklingError (planted objects, garbage), truncated zip, ...
-        found = re.search(r"GLOBAL (\S+)", str(err))
-        detail = f"it asks to run {found.group(1)}" if found else type(err).__name__
-        raise InvalidInputError(
-            f"refused to load {what}: not a plain weights file ({detail}); only tensors and plain "
-            "values are loaded and nothing in the file was run; it is corrupted, truncated or "
-            "was not written by groundgan"
-        ) from err
-
-
 # model directories -------------------------------------------------------------------------
 def save_model(
     model: GroundGAN, dir_path: Path, overwrite: bool, steps: dict[str, int] | None = None
@@ -127,12 +71,7 @@ def save_model(
     ``steps`` overrides the recorded step counts (a model saved in the middle of a stage,
     whose ``steps_`` are only updated when the stage returns).
     """
-    if dir_path.exists() and not dir_path.is_dir():
-        raise InvalidInputError(
-            f"cannot save the model to {dir_path}: it is a file, not a directory"
-        )
-    if dir_path.exists() and any(dir_path.iterdir()) and not overwrite:
-        raise InvalidInputError(f"{dir_path} exists and is not empty; pass overwrite=True")
+    check_save_dir(dir_path, overwrite)
     record = model._state()
     if steps is not None:
         record["steps"] = {k: int(v) for k, v in steps.items()}
@@ -157,19 +96,12 @@ def load_model(cls, dir_path: Path, adata: AnnData | None, device: str) -> Groun
     record, var_names, grn = _read_model_dir(cls, dir_path)
     layout = GRNLayout.from_grn(grn, var_names)
     if adata is not None:
-        _check_adata_genes(adata, var_names)
+        check_same_genes(adata, var_names)
     model = cls.__new__(cls)
     model.adata = None
     model._layer = record.get("layer")
     model._build(layout, record["library_size"], record["init_params"])
-    state = load_weights(dir_path / "model.pt", dir_path / "model.pt")
-    try:
-        model.module.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:
-        raise InvalidInputError(
-            f"{dir_path / 'model.pt'} does not hold the weights of the model described by "
-            f"model.json ({str(err).splitlines()[0]})"
-        ) from err
+    load_module_state(model.module, dir_path / "model.pt", "model.json")
     model.module.to(device)
     model.steps_ = {k: int(v) for k, v in record["steps"].items()}
     if adata is not None:  # only now, once everything has loaded: adata may be set up
@@ -203,24 +135,6 @@ def _read_model_dir(cls, dir_path: Path) -> tuple[dict, list[str], pd.DataFrame]
     if record.get("model") != cls.__name__:
         raise InvalidInputError(f"{dir_path} holds a {record.get('model')!r}, not a {cls.__name__}")
     return record, var_names, grn
-
-
-def _check_adata_genes(adata: AnnData, var_names: list[str]) -> None:
-    if not isinstance(adata, AnnData):
-        raise InvalidInputError(f"adata must be an AnnData, got {type(adata).__name__}")
-    names = list(map(str, adata.var_names))
-    if names == var_names:
-        return
-    absent = sorted(set(var_names) - set(names))
-    extra = sorted(set(names) - set(var_names))
-    detail = []
-    if absent:
-        detail.append(f"missing from adata: {format_names(absent)}")
-    if extra:
-        detail.append(f"not in the model: {format_names(extra)}")
-    if not detail:
-        detail.append("same genes in another order")
-    raise InvalidInputError("adata's genes differ from the saved model's: " + "; ".join(detail))
 
 
 def _check_adata_setup(adata: AnnData, grn: pd.DataFrame, record: dict, cls) -> None:

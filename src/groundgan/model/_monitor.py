@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._files import atomic_write_bytes
 from .._validation import (
     InvalidInputError,
     check_finite_nonnegative,
@@ -114,7 +115,7 @@ class ValidationMonitor:
             _io.save_model(self.model, tmp, overwrite=True, steps=steps)
             record = {k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
             record["step"] = int(row["step"])
-            _io.atomic_write_bytes(tmp / "validation.json", json.dumps(record, indent=2).encode())
+            atomic_write_bytes(tmp / "validation.json", json.dumps(record, indent=2).encode())
 
         _io.replace_dir_atomically(write, self.checkpoints.best_dir)
 

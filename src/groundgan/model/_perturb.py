@@ -32,11 +32,11 @@ import torch
 from anndata import AnnData
 from mudata import MuData
 
+from .._files import atomic_write_bytes
 from .._validation import InvalidInputError, check_positive_int, format_names
 from .._version import __version__
 from ..nn import GenerationRecord
 from . import _sampling
-from ._io import atomic_write_bytes
 
 if TYPE_CHECKING:
     from ._groundgan import GroundGAN
