@@ -41,7 +41,6 @@ import argparse
 import copy
 import dataclasses
 import datetime
-import inspect
 import json
 import math
 import os
@@ -427,12 +426,13 @@ def profile_target_generators(
             times.append(time.perf_counter() - t0)
         return float(np.median(times)) * 1e3
 
-    inputs = [tg.group_inputs(i, *group_input_args(tg, tfs, noise)) for i in range(len(tg.groups))]
+    rows = tg.input_rows(tfs, noise)
+    inputs = [tg.group_inputs(i, rows) for i in range(len(tg.groups))]
 
     def gather():
-        args = group_input_args(tg, tfs, noise)
+        rows = tg.input_rows(tfs, noise)
         for i in range(len(tg.groups)):
-            tg.group_inputs(i, *args)
+            tg.group_inputs(i, rows)
 
     def groups():
         for group, x in zip(tg.groups, inputs, strict=True):
@@ -452,14 +452,6 @@ def profile_target_generators(
         for g_ in tg.groups
     ]
     return ms
-
-
-def group_input_args(tg, tfs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """What ``tg.group_inputs`` takes: (batch, genes) matrices, or their contiguous transposes
-    where it takes rows (``tf_rows``, ``noise_rows``)."""
-    if "tf_rows" in inspect.signature(tg.group_inputs).parameters:
-        return tfs.T.contiguous(), noise.T.contiguous()
-    return tfs, noise
 
 
 # ----------------------------------------------------------------------------- the run

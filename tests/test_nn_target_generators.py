@@ -155,3 +155,17 @@ def test_pbmc_sized_model_is_small_and_trains_a_step_on_cpu():
     assert torch.isfinite(losses).all()
     after = list(module.target_generators.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_batch_statistics_match_float64_reference():
+    from groundgan.nn._target_generators import batch_statistics
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(20, 6, 512, generator=g, dtype=torch.float64) * 3 + 50  # far-off mean
+    mean, var = batch_statistics(h.float())
+    ref_var, ref_mean = torch.var_mean(h, dim=2, unbiased=False)
+    assert mean.dtype == var.dtype == torch.float32 and mean.shape == (20, 6)
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-6, atol=0)
+    torch.testing.assert_close(var.double(), ref_var, rtol=2e-6, atol=0)
+    _, var_bf16 = batch_statistics(h.to(torch.bfloat16))
+    assert var_bf16.dtype == torch.float32  # statistics stay float32 under autocast

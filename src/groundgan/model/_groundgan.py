@@ -308,29 +308,26 @@ class GroundGAN:
         performance = PerformanceOptions(precision=precision)
         self.module.to(target_device)
         data = data.to(target_device)
+        shared = dict(n_critic=n_critic, gp_lambda=gp_lambda, weight_decay=weight_decay)
         settings = {
             "stage1": StageSettings(
                 max_steps=max_steps_stage1,
                 batch_size=self._batch_size(batch_size_stage1, data.shape[0]),
-                n_critic=n_critic,
-                gp_lambda=gp_lambda,
                 lr_generator=lr_stage1,
                 lr_generator_final=lr_stage1_final,
                 lr_critic=lr_stage1,
                 lr_critic_final=lr_stage1_final,
-                weight_decay=weight_decay,
+                **shared,
             ),
             "stage2": StageSettings(
                 max_steps=max_steps_stage2,
                 batch_size=self._batch_size(batch_size_stage2, data.shape[0]),
-                n_critic=n_critic,
-                gp_lambda=gp_lambda,
                 lr_generator=lr_generator_stage2,
                 lr_generator_final=lr_generator_stage2_final,
                 lr_critic=lr_critic_stage2,
                 lr_critic_final=lr_critic_stage2_final,
                 lr_labeler=lr_labeler,
-                weight_decay=weight_decay,
+                **shared,
             ),
         }
         for name in ("stage1", "stage2"):

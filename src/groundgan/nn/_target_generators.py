@@ -43,12 +43,11 @@ def grouped_batch_norm(
     weight, bias = weight.reshape(-1), bias.reshape(-1)
     if stats is None and torch.is_grad_enabled():
         if record is not None:
-            var, mean = torch.var_mean(h.detach().float(), dim=2, unbiased=False)
-            record.append((mean, var))
+            record.append(batch_statistics(h.detach()))
         out = F.batch_norm(flat, None, None, weight, bias, training=True, eps=BN_EPS)
         return out.view(genes, units, batch)
-    if stats is None:  # float32 statistics, also under autocast
-        var, mean = torch.var_mean(h.float(), dim=2, unbiased=False)
+    if stats is None:
+        mean, var = batch_statistics(h)
         if record is not None:
             record.append((mean, var))
     else:
@@ -57,6 +56,18 @@ def grouped_batch_norm(
         flat, mean.reshape(-1), var.reshape(-1), weight, bias, training=False, eps=BN_EPS
     )
     return out.view(genes, units, batch)
+
+
+def batch_statistics(h: Tensor) -> BatchStats:
+    """Mean and biased variance of ``h`` (genes, units, batch) over the batch, in float32.
+
+    Two passes, the second a vector norm of the centred rows: as accurate as ``var_mean`` and
+    about twice as fast on the CPU, where ``var_mean``'s single-pass kernel is slow.
+    """
+    h = h.float()  # float32 statistics, also under autocast
+    mean = h.mean(dim=2)
+    var = torch.linalg.vector_norm(h - mean.unsqueeze(2), dim=2).square_().div_(h.shape[2])
+    return mean, var
 
 
 class GeneGroup(nn.Module):
@@ -150,20 +161,30 @@ class TargetGenerators(nn.Module):
             self.register_buffer(
                 f"genes_{len(self.groups) - 1}", torch.as_tensor(genes, dtype=torch.long)
             )
+            regs = np.array([regulators[g] for g in genes])
             self.register_buffer(
-                f"regulators_{len(self.groups) - 1}",
-                torch.as_tensor(np.array([regulators[g] for g in genes]), dtype=torch.long),
+                f"regulators_{len(self.groups) - 1}", torch.as_tensor(regs, dtype=torch.long)
+            )
+            # rows of [noise; TF expression] that form each gene's input: its TFs, its noise
+            rows = np.concatenate([regs + len(regulators), genes[:, None]], axis=1)
+            self.register_buffer(
+                f"input_rows_{len(self.groups) - 1}",
+                torch.as_tensor(rows, dtype=torch.long),
+                persistent=False,
             )
         # output position of each gene in the concatenation of the groups' outputs
         self.register_buffer("inverse_order", torch.as_tensor(np.argsort(order), dtype=torch.long))
         self.n_targets, self.depth, self.width = len(regulators), depth, width
 
-    def group_inputs(self, index: int, tf_rows: Tensor, noise_rows: Tensor) -> Tensor:
-        """Inputs of group ``index``, (genes, n_regulators + 1, batch), from the TF expression
-        and the noise as rows, (n_tfs, batch) and (n_targets, batch), contiguous."""
-        genes = getattr(self, f"genes_{index}")
-        regulators = getattr(self, f"regulators_{index}")
-        return torch.cat([tf_rows[regulators], noise_rows[genes].unsqueeze(1)], dim=1)
+    def group_inputs(self, index: int, rows: Tensor) -> Tensor:
+        """Inputs of group ``index``, (genes, n_regulators + 1, batch): one gather from
+        ``rows``, the noise and the TF expression as rows, (n_targets + n_tfs, batch)."""
+        return rows[getattr(self, f"input_rows_{index}")]
+
+    @staticmethod
+    def input_rows(tf_expression: Tensor, noise: Tensor) -> Tensor:
+        """``[noise; TF expression]`` as contiguous rows, (n_targets + n_tfs, batch)."""
+        return torch.cat([noise, tf_expression], dim=1).T.contiguous()
 
     def forward(
         self,
@@ -174,11 +195,11 @@ class TargetGenerators(nn.Module):
         relu: bool = True,
     ) -> Tensor:
         outputs, offset = [], 0
-        tf_rows, noise_rows = tf_expression.T.contiguous(), noise.T.contiguous()
+        rows = self.input_rows(tf_expression, noise)
         for i, group in enumerate(self.groups):
             depth = len(group.weights)
             group_stats = None if stats is None else stats[offset : offset + depth]
-            inputs = self.group_inputs(i, tf_rows, noise_rows)
+            inputs = self.group_inputs(i, rows)
             outputs.append(group(inputs, group_stats, record, relu))
             offset += depth
         return torch.cat(outputs, dim=0)[self.inverse_order].T
