@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import re
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -211,16 +212,27 @@ def test_data_elsewhere_than_the_networks_is_refused(base_module):
 
 
 # ------------------------------------------------------------------------------- precision
-def test_bf16_off_cuda_warns_and_unknown_precision_is_refused(base_module, cells):
-    with pytest.warns(RuntimeWarning, match="meant for CUDA"):
-        make_stage(GroundGANStage, base_module, cells, PerformanceOptions(precision="bf16"))
+@pytest.mark.parametrize("matrix_units", [False, True])
+def test_bf16_warns_only_where_it_is_likely_slow(matrix_units, base_module, cells, monkeypatch):
+    monkeypatch.setattr(_performance, "cpu_has_bf16_matmul", lambda: matrix_units)
+    bf16 = PerformanceOptions(precision="bf16")
+    if matrix_units:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            make_stage(GroundGANStage, base_module, cells, bf16)
+    else:
+        with pytest.warns(RuntimeWarning, match="usually slower than float32"):
+            make_stage(GroundGANStage, base_module, cells, bf16)
+
+
+def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision must be one of"):
         PerformanceOptions(precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
         _performance.check_precision("fp16", torch.device("cpu"))
 
 
-@pytest.mark.filterwarnings("ignore:precision='bf16' on cpu:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:precision='bf16' on cpu")
 @pytest.mark.parametrize("stage_cls", [ControllerStage, GroundGANStage])
 def test_bf16_autocast_wraps_the_forward_passes(stage_cls, base_module, cells):
     stage = make_stage(stage_cls, base_module, cells, PerformanceOptions(precision="bf16"))

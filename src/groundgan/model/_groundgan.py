@@ -282,7 +282,8 @@ class GroundGAN:
         precision
             ``"fp32"`` (default), or ``"bf16"`` for bfloat16 autocast of the forward passes
             (losses, gradients, weights and optimiser state stay float32). Meant for CUDA
-            devices; elsewhere it runs with a warning, usually slower than float32.
+            devices and CPUs with bfloat16 matrix instructions (AVX512-BF16, AMX); elsewhere
+            it runs with a warning, usually slower than float32.
         seed
             Seed of the training randomness (minibatches, noise, interpolation); the same seed
             on the same device gives the same weights.

@@ -23,8 +23,9 @@ formulation, kept as the reference the fast paths are tested against):
     restored after each step). No effect on the CPU.
 ``precision``
     ``"fp32"`` or ``"bf16"``: bfloat16 autocast of the forward passes (generator, critic,
-    labelers); losses, gradients, weights and optimiser state stay float32. Meant for CUDA;
-    elsewhere it runs with a :class:`RuntimeWarning` (usually slower than float32 there).
+    labelers); losses, gradients, weights and optimiser state stay float32. Meant for CUDA and
+    for CPUs with bfloat16 matrix instructions; elsewhere it runs with a
+    :class:`RuntimeWarning` (usually slower than float32 there).
 
 Every step also runs without a host synchronisation: the training data live on the stage's
 device, minibatch indices and all noise are drawn there with the stage's own
@@ -220,20 +221,30 @@ def conform_optimizer(optimizer: torch.optim.Optimizer, flags: dict[str, bool]) 
 
 # ------------------------------------------------------------------------------- precision
 def check_precision(precision: str, device: torch.device) -> None:
-    """Check ``precision``; warn that bfloat16 autocast off CUDA is usually a slowdown.
+    """Check ``precision``; warn where bfloat16 autocast is likely a slowdown.
 
-    bfloat16 autocast pays off on GPUs (and on CPUs with bfloat16 matrix units); on other CPUs
-    it runs, with the same numerics as on a GPU, but slower than float32.
+    bfloat16 autocast pays off on CUDA devices and on CPUs with bfloat16 matrix instructions
+    (AVX512-BF16 or AMX); elsewhere it runs, with the same numerics, but slower than float32.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16" and device.type != "cuda":
-        warnings.warn(
-            f"precision='bf16' on {device.type}: bfloat16 autocast is meant for CUDA devices "
-            "and is usually slower than float32 elsewhere",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    if precision != "bf16" or device.type == "cuda":
+        return
+    if device.type == "cpu" and cpu_has_bf16_matmul():
+        return
+    warnings.warn(
+        f"precision='bf16' on {device.type}: bfloat16 autocast is meant for CUDA devices and "
+        "CPUs with bfloat16 matrix instructions (AVX512-BF16, AMX); here it is usually slower "
+        "than float32",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX tiles)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
