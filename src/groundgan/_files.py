@@ -108,7 +108,7 @@ def check_same_genes(adata: AnnData, var_names: list[str]) -> None:
     if extra:
         detail.append(f"not in the model: {format_names(extra)}")
     if not detail:
-        detail.append("same genes in another order; reorder adata with adata[:, model_genes]")
+        detail.append("same genes in another order; put adata's genes in the model's order")
     raise InvalidInputError(
         f"adata's genes differ from the model's {len(var_names)} genes: " + "; ".join(detail)
     )
