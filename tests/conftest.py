@@ -73,18 +73,22 @@ def pbmc_grn_cells(_pbmc_grn_cells_cached):
     return adata.copy(), grn.copy()
 
 
+#: GroundGAN constructor arguments for models that train in seconds on CPU.
+TINY_MODEL = dict(
+    latent_dim=16,
+    controller_hidden=(32, 64),
+    critic_hidden=(64, 32),
+    labeler_hidden=(32, 32),
+    depth=2,
+    width=2,
+    sample_block_size=64,
+)
+
+
 @pytest.fixture
 def tiny_model_kwargs() -> dict:
     """GroundGAN constructor arguments for models that train in seconds on CPU."""
-    return dict(
-        latent_dim=16,
-        controller_hidden=(32, 64),
-        critic_hidden=(64, 32),
-        labeler_hidden=(32, 32),
-        depth=2,
-        width=2,
-        sample_block_size=64,
-    )
+    return dict(TINY_MODEL)
 
 
 @pytest.fixture(autouse=True)
@@ -109,16 +113,7 @@ def train_tiny_groundgan(_pbmc_grn_cells_cached):
         torch.set_num_threads(1)  # module fixtures run before the per-test thread fixture
         adata, grn = (x.copy() for x in _pbmc_grn_cells_cached)
         gg.GroundGAN.setup_anndata(adata, grn=grn)
-        model = gg.GroundGAN(
-            adata,
-            latent_dim=16,
-            controller_hidden=(32, 64),
-            critic_hidden=(64, 32),
-            labeler_hidden=(32, 32),
-            depth=2,
-            width=2,
-            sample_block_size=64,
-        )
+        model = gg.GroundGAN(adata, **TINY_MODEL)
         model.train(
             max_steps_stage1=steps,
             max_steps_stage2=steps,
