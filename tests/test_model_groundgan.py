@@ -218,3 +218,30 @@ def test_unknown_precision_refused_before_checkpoints_exist(model, tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
         model.train(**TRAIN, precision="fp16", checkpoint_dir=tmp_path / "ckpt")
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_interrupted_training_keeps_steps_and_logged_losses(model, monkeypatch):
+    from groundgan.train import GroundGANStage
+
+    step, calls = GroundGANStage.step, []
+
+    def interrupted(stage):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return step(stage)
+
+    monkeypatch.setattr(GroundGANStage, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.train(**{**TRAIN, "log_every": 1})
+    assert model.steps_ == {"stage1": 6, "stage2": 3}
+    history = model.history_
+    assert list(zip(history["stage"], history["step"], strict=True))[-4:] == [
+        ("stage1", 6),
+        ("stage2", 1),
+        ("stage2", 2),
+        ("stage2", 3),
+    ]
+    monkeypatch.undo()
+    model.train(**TRAIN)  # continues from step 3 of stage 2
+    assert model.steps_["stage2"] == 6 and list(model.history_["step"])[-1] == 6

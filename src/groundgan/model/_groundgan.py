@@ -148,6 +148,7 @@ class GroundGAN:
             )
         self.steps_ = {stage: 0 for stage in STAGES}
         self.history_ = pd.DataFrame()
+        self._running_rows: list[dict] = []  # loss rows of the stage being trained
         self.validation_history_ = pd.DataFrame()
         self._stages: dict[str, WGANGPStage] = {}
         self._pending_stage_states: dict[str, dict] = {}
@@ -375,20 +376,31 @@ class GroundGAN:
         stage.completed_steps = start
         if name == "stage2" and start == 0 and self.calibrate_targets:
             stage.calibrate()
-        rows: list[dict] = []
+        self._running_rows = []
         try:
-            rows = run_stage(
+            run_stage(
                 stage,
                 start,
                 settings.max_steps,
                 log_every=log_every,
                 progress_bar=progress_bar,
                 hooks=hooks,
+                rows=self._running_rows,
             )
-        finally:
+        finally:  # also on an interruption: the steps and losses logged so far are kept
             self.steps_[name] = stage.completed_steps
             self.module.eval()
-            self.history_ = pd.concat([self.history_, pd.DataFrame(rows)], ignore_index=True)
+            self.history_ = self._history_so_far()
+            self._running_rows = []
+
+    def _history_so_far(self) -> pd.DataFrame:
+        """:attr:`history_` with the rows already logged by the stage being trained."""
+        if not self._running_rows:
+            return self.history_
+        running = pd.DataFrame(self._running_rows)
+        if self.history_.empty:
+            return running
+        return pd.concat([self.history_, running], ignore_index=True)
 
     def _stage(
         self,

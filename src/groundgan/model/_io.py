@@ -440,7 +440,7 @@ def checkpoint_payload(model: GroundGAN, steps: dict[str, int]) -> dict:
         "stages": stages,
         "steps": dict(steps),
         "rng": rng_state(model),
-        "history": frame_to_dict(model.history_),
+        "history": frame_to_dict(model._history_so_far()),
         "validation_history": frame_to_dict(model.validation_history_),
     }
 

@@ -25,6 +25,7 @@ def run_stage(
     log_every: int = 100,
     progress_bar: bool = True,
     hooks: Sequence[tuple[int, StepHook]] = (),
+    rows: list[dict] | None = None,
 ) -> list[dict]:
     """Train ``stage`` from ``start_step`` up to ``max_steps`` completed steps.
 
@@ -33,8 +34,11 @@ def run_stage(
     ``(every, hook)`` pairs: ``hook`` runs every ``every`` steps and after the last step, once the
     losses so far have been checked. Non-finite losses raise
     :class:`NonFiniteLossError` naming the stage and step.
+
+    Returns the log rows; given a ``rows`` list, they are appended to it as they are logged, so
+    that the caller keeps them when training is interrupted.
     """
-    rows: list[dict] = []
+    rows = [] if rows is None else rows
     names = stage.metric_names
     buffer = torch.zeros(len(names), device=stage.data.device)
     n_buffered = 0
