@@ -64,6 +64,6 @@ def test_planted_pickle_is_refused_and_not_run(tmp_path):
             return (print, ("ran",))
 
     path = tmp_path / "model.pt"
-    path.write_bytes(pickle.dumps(Planted()))
+    path.write_bytes(pickle.dumps(Planted(), protocol=2))
     with pytest.raises(InvalidInputError, match="refused to load"):
         load_weights(path, path)

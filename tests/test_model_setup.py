@@ -62,6 +62,7 @@ BAD_DATA = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:Variable names are not unique")
 @pytest.mark.parametrize("case", list(BAD_DATA))
 def test_bad_data_is_refused(pbmc_grn_cells, case):
     adata, grn = pbmc_grn_cells
