@@ -227,7 +227,8 @@ class GroundGAN:
             f"  causal controller: {self.init_params_['latent_dim']} -> "
             f"{self.init_params_['controller_hidden']} -> {m.n_genes}",
             f"  target generators: depth {tg.depth}, width {tg.width:g} "
-            f"(block-diagonal, {len(tg.groups)} in-degree groups)",
+            f"(block-diagonal, {len(tg.groups)} in-degree group"
+            f"{'' if len(tg.groups) == 1 else 's'})",
             f"  critic: {self.init_params_['critic_hidden']}; labelers: "
             f"{self.init_params_['labeler_hidden']}",
             "  parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()),
