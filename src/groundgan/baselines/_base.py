@@ -305,22 +305,12 @@ class _StatisticalBaseline:
 
     def _to_anndata(self, counts: np.ndarray, labels: list[str], seed: int) -> AnnData:
         totals = counts.sum(axis=1, keepdims=True)
-        X = (counts * (self.library_size / totals)).astype(np.float32)
-        obs = pd.DataFrame(index=[f"sim_{i}" for i in range(counts.shape[0])])
-        obs["simulated"] = True
-        if self.is_conditional:
-            obs[self.labels_key] = pd.Categorical(labels, categories=self.groups_)
-        sim = AnnData(X=X, obs=obs, var=pd.DataFrame(index=self.var_names.copy()))
+        X = counts * (self.library_size / totals)
+        categorical = (
+            pd.Categorical(labels, categories=self.groups_) if self.is_conditional else None
+        )
+        sim = simulated_anndata(self, X, categorical, seed, count_source=self.count_source)
         sim.layers["counts"] = counts.astype(np.float32)
-        sim.uns["groundgan"] = {
-            "model": type(self).__name__,
-            "version": __version__,
-            "seed": seed,
-            "library_size": self.library_size,
-            "count_source": self.count_source,
-        }
-        if self.is_conditional:
-            sim.uns["groundgan"]["labels_key"] = self.labels_key
         return sim
 
     # ------------------------------------------------------------------------- persistence
@@ -428,6 +418,31 @@ class _StatisticalBaseline:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def simulated_anndata(
+    model, X: np.ndarray, labels: pd.Categorical | None, seed: int, **record: Any
+) -> AnnData:
+    """Simulated cells (float32) as AnnData: ``obs["simulated"]``, the label column of a
+    conditional ``model``, and ``uns["groundgan"]`` describing the model and run (``record``
+    adds model-specific entries)."""
+    obs = pd.DataFrame(index=[f"sim_{i}" for i in range(X.shape[0])])
+    obs["simulated"] = True
+    if labels is not None:
+        obs[model.labels_key] = labels
+    sim = AnnData(
+        X=np.asarray(X, dtype=np.float32), obs=obs, var=pd.DataFrame(index=model.var_names.copy())
+    )
+    sim.uns["groundgan"] = {
+        "model": type(model).__name__,
+        "version": __version__,
+        "seed": seed,
+        "library_size": model.library_size,
+        **record,
+    }
+    if labels is not None:
+        sim.uns["groundgan"]["labels_key"] = model.labels_key
+    return sim
 
 
 def _is_integer_valued(X) -> bool:

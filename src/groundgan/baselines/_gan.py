@@ -51,6 +51,7 @@ from ._base import (
     _check_labels,
     _label_order,
     _largest_remainder,
+    simulated_anndata,
 )
 
 __all__ = ["ScGAN"]
@@ -568,24 +569,12 @@ class _GANBaseline:
         return np.concatenate(blocks, axis=0)
 
     def _to_anndata(self, X: np.ndarray, codes: np.ndarray, seed: int) -> AnnData:
-        obs = pd.DataFrame(index=[f"sim_{i}" for i in range(X.shape[0])])
-        obs["simulated"] = True
+        labels = None
         if self.is_conditional:
-            obs[self.labels_key] = pd.Categorical.from_codes(codes, categories=self.labels_)
-        sim = AnnData(
-            X=X.astype(np.float32), obs=obs, var=pd.DataFrame(index=self.var_names.copy())
+            labels = pd.Categorical.from_codes(codes, categories=self.labels_)
+        return simulated_anndata(
+            self, X, labels, seed, sample_block_size=self.sample_block_size, steps=self.steps_
         )
-        sim.uns["groundgan"] = {
-            "model": type(self).__name__,
-            "version": __version__,
-            "seed": seed,
-            "library_size": self.library_size,
-            "sample_block_size": self.sample_block_size,
-            "steps": self.steps_,
-        }
-        if self.is_conditional:
-            sim.uns["groundgan"]["labels_key"] = self.labels_key
-        return sim
 
     # ------------------------------------------------------------------------- persistence
     def save(self, dir_path: str | Path, overwrite: bool = False) -> None:
