@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -234,7 +234,15 @@ class _StatisticalBaseline:
             raise NotTrainedError(
                 f"{type(self).__name__} is not trained: call model.train() before sample()"
             )
-        per_group = self._cells_per_group(n_cells, labels)
+        per_group = cells_per_label(
+            n_cells,
+            labels,
+            self.groups_,
+            self.group_sizes_,
+            self.labels_key if self.is_conditional else None,
+            f"this {type(self).__name__} was set up without labels_key; set it up with "
+            "labels_key=... for conditional sampling",
+        )
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
         rng = np.random.default_rng(seed)
@@ -246,43 +254,6 @@ class _StatisticalBaseline:
             block_labels += [group] * int(n)
         counts = np.concatenate(blocks, axis=0)
         return self._to_anndata(counts, block_labels, int(seed))
-
-    def _cells_per_group(self, n_cells, labels) -> np.ndarray:
-        if n_cells is not None:
-            n_cells = check_positive_int(n_cells, "n_cells")
-        if labels is None:
-            total = DEFAULT_N_CELLS if n_cells is None else n_cells
-            return _largest_remainder(np.asarray(self.group_sizes_, dtype=float), total)
-        if not self.is_conditional:
-            raise InvalidInputError(
-                f"labels were requested but this {type(self).__name__} was set up without "
-                "labels_key; set it up with labels_key=... for conditional sampling"
-            )
-        if not isinstance(labels, Mapping):
-            raise InvalidInputError(
-                f"labels must be a dict label -> n_cells, got {type(labels).__name__}"
-            )
-        requested = {str(k): v for k, v in labels.items()}
-        unknown = [k for k in requested if k not in self.groups_]
-        if unknown:
-            raise InvalidInputError(
-                f"unknown labels in labels: {format_names(unknown)} (labels of "
-                f"{self.labels_key!r}: {format_names(self.groups_)})"
-            )
-        for label, count in requested.items():
-            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-                raise InvalidInputError(
-                    f"labels[{label!r}] must be a non-negative integer, got {count!r}"
-                )
-        per_group = np.array([int(requested.get(g, 0)) for g in self.groups_])
-        if per_group.sum() == 0:
-            raise InvalidInputError("labels asks for 0 cells in total")
-        if n_cells is not None and n_cells != per_group.sum():
-            raise InvalidInputError(
-                f"n_cells={n_cells} differs from the {per_group.sum()} cells asked for in "
-                "labels; leave n_cells out"
-            )
-        return per_group
 
     def _sample_nonempty(self, params, n_cells: int, rng: np.random.Generator) -> np.ndarray:
         """Sample cells, redrawing those whose counts are all zero (they cannot be normalised)."""
@@ -418,6 +389,54 @@ class _StatisticalBaseline:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def cells_per_label(
+    n_cells: int | None,
+    labels: Mapping[str, int] | None,
+    label_names: Sequence[str],
+    label_sizes: Sequence[int],
+    labels_key: str | None,
+    unconditional_hint: str,
+) -> np.ndarray:
+    """Number of cells to sample per label (one entry for unconditional models).
+
+    ``labels`` is honoured exactly; without it ``n_cells`` (default 1000) is split by the
+    training ratios with largest-remainder rounding. ``unconditional_hint`` completes the error
+    raised when an unconditional model (``labels_key=None``) is asked for labels.
+    """
+    if n_cells is not None:
+        n_cells = check_positive_int(n_cells, "n_cells")
+    if labels is None:
+        total = DEFAULT_N_CELLS if n_cells is None else n_cells
+        return _largest_remainder(np.asarray(label_sizes, dtype=float), total)
+    if labels_key is None:
+        raise InvalidInputError(f"labels were requested but {unconditional_hint}")
+    if not isinstance(labels, Mapping):
+        raise InvalidInputError(
+            f"labels must be a dict label -> n_cells, got {type(labels).__name__}"
+        )
+    requested = {str(k): v for k, v in labels.items()}
+    unknown = [k for k in requested if k not in label_names]
+    if unknown:
+        raise InvalidInputError(
+            f"unknown labels in labels: {format_names(unknown)} (labels of {labels_key!r}: "
+            f"{format_names(label_names)})"
+        )
+    for label, count in requested.items():
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise InvalidInputError(
+                f"labels[{label!r}] must be a non-negative integer, got {count!r}"
+            )
+    per_label = np.array([int(requested.get(name, 0)) for name in label_names])
+    if per_label.sum() == 0:
+        raise InvalidInputError("labels asks for 0 cells in total")
+    if n_cells is not None and n_cells != per_label.sum():
+        raise InvalidInputError(
+            f"n_cells={n_cells} differs from the {per_label.sum()} cells asked for in labels; "
+            "leave n_cells out"
+        )
+    return per_label
 
 
 def simulated_anndata(

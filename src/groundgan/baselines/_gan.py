@@ -46,11 +46,10 @@ from ..nn import CausalController, Critic, LibrarySizeNormalization
 from ..train import ControllerStage, StageSettings, WGANGPStage, run_stage
 from ._base import (
     DEFAULT_LIBRARY_SIZE,
-    DEFAULT_N_CELLS,
     NotTrainedError,
     _check_labels,
     _label_order,
-    _largest_remainder,
+    cells_per_label,
     simulated_anndata,
 )
 
@@ -107,56 +106,6 @@ def batch_size_for(batch_size: int, n_cells: int) -> int:
         )
         return n_cells
     return batch_size
-
-
-def cells_per_label(
-    n_cells: int | None,
-    labels: Mapping[str, int] | None,
-    label_names: Sequence[str],
-    label_sizes: Sequence[int],
-    labels_key: str | None,
-    model_name: str,
-) -> np.ndarray:
-    """Number of cells to sample per label (one entry for unconditional models).
-
-    ``labels`` is honoured exactly; without it ``n_cells`` (default 1000) is split by the
-    training ratios with largest-remainder rounding.
-    """
-    if n_cells is not None:
-        n_cells = check_positive_int(n_cells, "n_cells")
-    if labels is None:
-        total = DEFAULT_N_CELLS if n_cells is None else n_cells
-        return _largest_remainder(np.asarray(label_sizes, dtype=float), total)
-    if labels_key is None:
-        raise InvalidInputError(
-            f"labels were requested but {model_name} is unconditional; use CscGAN or CWGAN "
-            "set up with labels_key=... for conditional sampling"
-        )
-    if not isinstance(labels, Mapping):
-        raise InvalidInputError(
-            f"labels must be a dict label -> n_cells, got {type(labels).__name__}"
-        )
-    requested = {str(k): v for k, v in labels.items()}
-    unknown = [k for k in requested if k not in label_names]
-    if unknown:
-        raise InvalidInputError(
-            f"unknown labels in labels: {format_names(unknown)} (labels of {labels_key!r}: "
-            f"{format_names(label_names)})"
-        )
-    for label, count in requested.items():
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-            raise InvalidInputError(
-                f"labels[{label!r}] must be a non-negative integer, got {count!r}"
-            )
-    per_label = np.array([int(requested.get(name, 0)) for name in label_names])
-    if per_label.sum() == 0:
-        raise InvalidInputError("labels asks for 0 cells in total")
-    if n_cells is not None and n_cells != per_label.sum():
-        raise InvalidInputError(
-            f"n_cells={n_cells} differs from the {per_label.sum()} cells asked for in labels; "
-            "leave n_cells out"
-        )
-    return per_label
 
 
 # ----------------------------------------------------------------------------- the shared class
@@ -542,7 +491,13 @@ class _GANBaseline:
                 f"{type(self).__name__} is not trained: call model.train() before sample()"
             )
         per_label = cells_per_label(
-            n_cells, labels, self.labels_, self.label_sizes_, self.labels_key, type(self).__name__
+            n_cells,
+            labels,
+            self.labels_,
+            self.label_sizes_,
+            self.labels_key,
+            f"{type(self).__name__} is unconditional; use CscGAN or CWGAN set up with "
+            "labels_key=... for conditional sampling",
         )
         seed = (
             int(np.random.default_rng().integers(2**31 - 1)) if seed is None else check_seed(seed)
