@@ -16,6 +16,7 @@ Offline, point ``GROUNDGAN_DATA_DIR`` at a folder holding the AnimalTFDB lists.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -71,6 +72,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write here instead of in place")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     args = parser.parse_args()
+    # kernels inherit the environment: a non-interactive backend (MPLBACKEND=Agg, as in CI)
+    # would leave the notebooks without their inline figures
+    os.environ.pop("MPLBACKEND", None)
     values = dict(item.split("=", 1) for item in args.set)
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     for path in paths:
