@@ -38,6 +38,12 @@ def add_parser(commands) -> None:
     p.add_argument("--test", type=int, default=DEFAULTS["test"], help="held-out real cells")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: bfloat16 autocast (CUDA, or CPUs with AVX512-BF16/AMX)",
+    )
     p.set_defaults(func=run_demo)
 
 
@@ -57,6 +63,7 @@ def demo_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "lr_stage1": 1e-3,
             "lr_stage1_final": 1e-4,
             "device": args.device,
+            "precision": args.precision,
             "seed": args.seed,
             "log_every": max(1, args.steps // 10),
             "checkpoint_every": max(1, args.steps),
