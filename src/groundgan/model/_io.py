@@ -32,7 +32,7 @@ from .._files import (
     atomic_write_bytes,
     check_same_genes,
     check_save_dir,
-    fsync_dir,
+    fsync_path,
     load_module_state,
     load_weights,
     torch_bytes,
@@ -166,7 +166,7 @@ def replace_dir_atomically(write: Callable[[Path], None], target: Path) -> None:
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
-    fsync_dir(target.parent)
+    fsync_path(target.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -26,6 +26,7 @@ import torch
 from anndata import AnnData
 from torch import Tensor
 
+from .._files import fsync_path
 from .._validation import InvalidInputError, check_positive_int
 from .._version import __version__
 
@@ -197,7 +198,7 @@ def stream_to_h5ad(model: GroundGAN, n_cells: int, seed: int, path: Path, chunk_
                 if len(pending) == blocks_per_chunk:
                     row = write_chunk(X, names, flags, row, pending)
             write_chunk(X, names, flags, row, pending)
-        _fsync_file(tmp)
+        fsync_path(tmp)
         publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -270,14 +271,6 @@ def write_chunk(
     return end
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def publish(tmp: Path, path: Path) -> None:
     """Give the finished ``tmp`` its name ``path``, never replacing an existing file."""
     try:
@@ -290,8 +283,4 @@ def publish(tmp: Path, path: Path) -> None:
         if path.exists():
             raise InvalidInputError(f"{path} exists; choose a new file name") from None
         os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path.parent)
