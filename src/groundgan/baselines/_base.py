@@ -101,12 +101,7 @@ class _StatisticalBaseline:
             source = f"layers[{layer!r}] (raw counts)"
         if labels_key is not None:
             _check_labels(adata, labels_key)
-        record: dict[str, Any] = {"count_source": source}
-        if layer is not None:
-            record["layer"] = layer
-        if labels_key is not None:
-            record["labels_key"] = labels_key
-        adata.uns[cls.setup_key()] = record
+        adata.uns[cls.setup_key()] = setup_record(layer, labels_key, count_source=source)
 
     # ------------------------------------------------------------------------- init
     def __init__(self, adata: AnnData, library_size: float | None = None, **init_params: Any):
@@ -437,6 +432,17 @@ def cells_per_label(
             "leave n_cells out"
         )
     return per_label
+
+
+def setup_record(layer: str | None, labels_key: str | None, **entries: Any) -> dict[str, Any]:
+    """What ``setup_anndata`` of a baseline records: ``entries``, then the layer and the
+    labels key where given."""
+    record = dict(entries)
+    if layer is not None:
+        record["layer"] = layer
+    if labels_key is not None:
+        record["labels_key"] = labels_key
+    return record
 
 
 def simulated_anndata(

@@ -50,6 +50,7 @@ from ._base import (
     _check_labels,
     _label_order,
     cells_per_label,
+    setup_record,
     simulated_anndata,
 )
 
@@ -173,12 +174,7 @@ class _GANBaseline:
         cls._check_labels_key(labels_key)
         if labels_key is not None:
             _check_labels(adata, labels_key)
-        record: dict[str, Any] = {"library_size": size}
-        if layer is not None:
-            record["layer"] = layer
-        if labels_key is not None:
-            record["labels_key"] = labels_key
-        adata.uns[cls.setup_key()] = record
+        adata.uns[cls.setup_key()] = setup_record(layer, labels_key, library_size=size)
 
     @classmethod
     def _check_labels_key(cls, labels_key: str | None) -> None:

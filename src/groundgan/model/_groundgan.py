@@ -24,7 +24,6 @@ from ..train import (
     WGANGPStage,
     run_stage,
 )
-from ..train._performance import check_precision
 from . import _io, _monitor, _perturb, _sampling
 from ._setup import GRNLayout, read_setup, record_setup, validate_setup
 
@@ -307,8 +306,7 @@ class GroundGAN:
             raise InvalidInputError(f"stages must be a subset of (1, 2), got {tuple(stages)}")
         data = self._training_tensor()
         target_device = resolve_device(device)
-        check_precision(precision, target_device)
-        performance = PerformanceOptions(precision=precision)
+        performance = PerformanceOptions(precision=precision)  # refuses unknown values
         self.module.to(target_device)
         data = data.to(target_device)
         shared = dict(n_critic=n_critic, gp_lambda=gp_lambda, weight_decay=weight_decay)
