@@ -14,6 +14,8 @@ Variants timed side by side in one run (same initial weights, same seed):
 
 * ``block``: the block-diagonal target generators with the default speed paths;
 * ``block-plain`` (``--compare-plain``): the same with every speed path off;
+* ``block-graphs`` (``--cuda-graphs``): the ``block`` variant with whole steps captured in
+  CUDA graphs (its warm-up must cover the graph's three eager steps and the capture);
 * ``dense`` (``--dense-reference``, stage 2): the reference implementation's dense masked
   target generators (``dense_reference.py``), built from the block network's weights.
 
@@ -27,6 +29,7 @@ Usage::
     python benchmarks/bench_train.py --stage 2 --genes 300 --tfs 30 --tfs-per-target 10 \\
         --dense-reference --device cpu --steps 4 --warmup 1 --json dense.json
     python benchmarks/bench_train.py --stage 2 --device cuda --steps 2000 --warmup 200
+    python benchmarks/bench_train.py --stage 1 --device cuda --steps 5000 --warmup 200 --cuda-graphs
     python benchmarks/bench_train.py --largest --device cuda --tfs 600 --tfs-per-target 25
 
 Prints (and with ``--json`` writes) one JSON object: steps/s per variant, peak memory
@@ -51,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +73,7 @@ from dense_reference import (  # noqa: E402
 from groundgan.model._groundgan import paper_depth_width  # noqa: E402
 from groundgan.nn import GroundGANModule  # noqa: E402
 from groundgan.train import ControllerStage, GroundGANStage, StageSettings, run_stage  # noqa: E402
+from groundgan.train._graphs import DEFAULT_WARMUP_STEPS  # noqa: E402
 from groundgan.train._performance import PerformanceOptions  # noqa: E402
 
 LIBRARY_SIZE = 20_000.0
@@ -120,6 +124,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dense-reference", action="store_true", help="also time the dense form")
     p.add_argument("--compare-plain", action="store_true", help="also time the plain paths")
     p.add_argument("--plain", action="store_true", help="the block variant without speed paths")
+    p.add_argument(
+        "--cuda-graphs", action="store_true", help="also time the block variant in CUDA graphs"
+    )
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--no-tf32", action="store_true")
     p.add_argument("--optimizer", default="auto", choices=("auto", "fused", "foreach", "for-loop"))
@@ -290,6 +297,13 @@ def variants(args: argparse.Namespace) -> list[Variant]:
     out = [Variant("block-plain" if args.plain else "block", False, plain if args.plain else fast)]
     if args.compare_plain and not args.plain:
         out.append(Variant("block-plain", False, plain))
+    if args.cuda_graphs:
+        if args.warmup <= DEFAULT_WARMUP_STEPS:
+            raise SystemExit(
+                f"--cuda-graphs needs --warmup > {DEFAULT_WARMUP_STEPS} (the graph's eager "
+                "warm-up steps and its capture are not to be timed)"
+            )
+        out.append(Variant("block-graphs", False, replace(out[0].performance, cuda_graphs=True)))
     if args.dense_reference:
         if args.stage != 2:
             raise SystemExit("--dense-reference applies to stage 2 (the target generators)")
@@ -526,6 +540,8 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None) -> dict:
         result["block_over_dense_steps_per_s"] = rates[vs[0].name] / rates["dense"]
     if "block-plain" in rates and "block" in rates:
         result["fast_over_plain_steps_per_s"] = rates["block"] / rates["block-plain"]
+    if "block-graphs" in rates:
+        result["graphs_over_eager_steps_per_s"] = rates["block-graphs"] / rates[vs[0].name]
     result["environment"]["load_1min_after"] = load_average()
     return result
 

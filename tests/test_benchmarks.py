@@ -61,6 +61,19 @@ def test_bench_train_stage2_side_by_side(bench):
     assert len(profile["groups"]) == 3 and profile["gather_ms"] > 0
 
 
+@pytest.mark.filterwarnings("ignore:cuda_graphs=True on cpu")
+def test_bench_train_times_cuda_graphs_beside_eager_steps(bench):
+    """Off CUDA the graphs variant runs the capture-ready step eagerly (the same code path)."""
+    args = ["--stage", "1", "--batch-size", "16", "--steps", "2", "--rounds", "2"]
+    with pytest.raises(SystemExit, match="--cuda-graphs needs --warmup > 3"):
+        bench("bench_train").main([*TINY, *args, "--warmup", "3", "--cuda-graphs"])
+    result = bench("bench_train").main([*TINY, *args, "--warmup", "4", "--cuda-graphs"])
+    assert set(result["variants"]) == {"block", "block-graphs"}
+    assert result["variants"]["block-graphs"]["performance"]["cuda_graphs"] is True
+    assert result["variants"]["block"]["performance"]["cuda_graphs"] is False
+    assert result["graphs_over_eager_steps_per_s"] > 0
+
+
 def test_bench_train_largest(bench):
     args = ["--largest", "--largest-targets", "15", "--tfs-per-target", "2", "--batch-size", "16"]
     args += ["--steps", "1", "--warmup", "0"]

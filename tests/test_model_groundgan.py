@@ -214,6 +214,22 @@ def test_bf16_precision_trains_close_to_fp32(pbmc_grn_cells, tiny_model_kwargs):
     assert bf16.steps_["stage2"] == 8
 
 
+def test_cuda_graphs_off_cuda_train_the_capture_ready_step(pbmc_grn_cells, tiny_model_kwargs):
+    adata, grn = pbmc_grn_cells
+    gg.GroundGAN.setup_anndata(adata, grn=grn)
+    eager, ready = (gg.GroundGAN(adata, **tiny_model_kwargs) for _ in range(2))
+    eager.train(**TRAIN)
+    with pytest.warns(RuntimeWarning, match="CUDA graphs need a CUDA device"):
+        ready.train(**TRAIN, cuda_graphs=True)
+    losses = ["critic_loss", "generator_loss"]
+    np.testing.assert_allclose(
+        ready.history_[losses].to_numpy(), eager.history_[losses].to_numpy(), rtol=1e-3, atol=1e-3
+    )
+    # a later call without graphs continues from the capture-ready stage's optimiser state
+    ready.train(**{**TRAIN, "max_steps_stage2": 8})
+    assert ready.steps_["stage2"] == 8
+
+
 def test_unknown_precision_refused_before_checkpoints_exist(model, tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
         model.train(**TRAIN, precision="fp16", checkpoint_dir=tmp_path / "ckpt")

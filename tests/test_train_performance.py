@@ -8,38 +8,15 @@ import re
 import warnings
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
 from groundgan.nn import GroundGANModule
 from groundgan.train import ControllerStage, GroundGANStage, StageSettings, _performance, _stages
 from groundgan.train._performance import PerformanceOptions
+from tiny_networks import N_TARGETS, N_TFS, tiny_cells, tiny_module
 
-N_TFS, N_TARGETS = 4, 10
 STEPS = 3
-
-
-def tiny_module(seed: int = 0) -> GroundGANModule:
-    rng = np.random.default_rng(seed)
-    regulators = [
-        sorted(rng.choice(N_TFS, size=rng.integers(1, 4), replace=False).tolist())
-        for _ in range(N_TARGETS)
-    ]
-    torch.manual_seed(seed)
-    return GroundGANModule(
-        n_genes=N_TFS + N_TARGETS,
-        tf_index=[0, 3, 6, 9],  # TFs interleaved with targets, as in real data
-        target_index=[i for i in range(N_TFS + N_TARGETS) if i not in (0, 3, 6, 9)],
-        regulators=regulators,
-        latent_dim=8,
-        controller_hidden=(16, 16),
-        critic_hidden=(16, 8),
-        labeler_hidden=(16,),
-        depth=2,
-        width=2.0,
-        library_size=100.0,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +26,7 @@ def base_module() -> GroundGANModule:
 
 @pytest.fixture(scope="module")
 def cells() -> torch.Tensor:
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(64, N_TFS + N_TARGETS, generator=g) + 0.01
-    return x / x.sum(1, keepdim=True) * 100.0
+    return tiny_cells()
 
 
 def make_stage(stage_cls, module, cells, performance=None, seed: int = 0):
@@ -125,20 +100,25 @@ def test_foreach_adamw_is_bitwise_the_loop_on_cpu(base_module, cells):
     assert torch.equal(run(a), run(b))
 
 
-def test_default_is_the_fast_path_with_foreach_on_cpu(base_module, cells):
+def test_default_is_the_fast_path_with_fused_adamw_on_cpu(base_module, cells):
     stage = make_stage(GroundGANStage, base_module, cells)
     assert stage.performance == PerformanceOptions()
     for optimizer in stage.optimizers().values():
         group = optimizer.param_groups[0]
-        assert group["foreach"] is True and group["fused"] is False
+        assert group["fused"] is True and group["foreach"] is False
         assert group["amsgrad"] is True and group["betas"] == (0.5, 0.9)
 
 
 def test_optimizer_flags():
     cpu = torch.device("cpu")
-    assert _performance.optimizer_flags(cpu) == {"fused": False, "foreach": True}
-    assert _performance.optimizer_flags(cpu, "fused") == {"fused": True, "foreach": False}
-    assert _performance.optimizer_flags(cpu, "for-loop") == {"fused": False, "foreach": False}
+    flags = _performance.optimizer_flags
+    assert flags(cpu) == {"fused": True, "foreach": False, "capturable": False}
+    assert flags(cpu, "foreach") == {"fused": False, "foreach": True, "capturable": False}
+    assert flags(cpu, "for-loop") == {"fused": False, "foreach": False, "capturable": False}
+    # capturable only on CUDA; off CUDA the fused kernel is the one that takes tensor rates
+    assert flags(cpu, cuda_graphs=True) == {"fused": True, "foreach": False, "capturable": False}
+    assert _performance.takes_tensor_learning_rate(flags(cpu, cuda_graphs=True))
+    assert not _performance.takes_tensor_learning_rate(flags(cpu, "foreach", cuda_graphs=True))
     assert _performance.fused_amsgrad_supported("cpu")  # torch >= 2.4 has fused AMSGrad
     with pytest.raises(ValueError, match="optimizer must be one of"):
         _performance.optimizer_flags(cpu, "turbo")
@@ -150,32 +130,23 @@ def test_optimizer_flags():
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
 
-def test_a_step_reads_nothing_back_to_the_host(base_module, cells, monkeypatch):
-    """The only host reads in a step are of AdamW's step counters, which are host tensors
-    (on every device, unless fused/capturable keep them on the device)."""
-    stage = make_stage(GroundGANStage, base_module, cells)
+@pytest.mark.parametrize("optimizer", ["auto", "foreach"])
+def test_a_step_reads_nothing_back_to_the_host(optimizer, base_module, cells):
+    """Nothing at all with the default (fused) AdamW; with the foreach one, only its step
+    counters, which it keeps as host tensors."""
+    stage = make_stage(GroundGANStage, base_module, cells, PerformanceOptions(optimizer=optimizer))
     stage.step()  # creates the optimiser state
     counters = {
         id(state["step"]) for o in stage.optimizers().values() for state in o.state.values()
     }
-    assert all(
-        state["step"].device.type == "cpu"
-        for o in stage.optimizers().values()
-        for state in o.state.values()
-    )
-    reads: list[tuple[str, int]] = []
-    for name in HOST_READS:
-        original = getattr(torch.Tensor, name)
-
-        def spy(self, *args, _name=name, _original=original, **kwargs):
-            reads.append((_name, id(self)))
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, spy)
-    stage.step()
-    monkeypatch.undo()
-    assert reads, "the spies saw nothing: they are not installed"
-    assert all(name == "item" and tensor in counters for name, tensor in reads), reads
+    probe = torch.ones(1)  # shows that the spies are installed
+    reads = spy_on_host_reads(lambda: (stage.step(), probe.item()))
+    assert reads[-1] == ("item", id(probe))
+    step_reads = reads[:-1]
+    if optimizer == "auto":
+        assert step_reads == []
+    else:
+        assert step_reads and all(n == "item" and t in counters for n, t in step_reads), reads
 
 
 def test_step_code_has_no_host_reads():
@@ -190,6 +161,111 @@ def test_step_code_has_no_host_reads():
         r"(?<![.\w])int\(",
     ):
         assert not re.search(call, source), call
+
+
+# ------------------------------------------------------------------------------- capture-ready
+def capture_ready_stage(stage_cls, module, cells, **changes):
+    with pytest.warns(RuntimeWarning, match="CUDA graphs need a CUDA device"):
+        return make_stage(stage_cls, module, cells, PerformanceOptions(cuda_graphs=True, **changes))
+
+
+@pytest.mark.parametrize("stage_cls", [ControllerStage, GroundGANStage], ids=["stage1", "stage2"])
+def test_capture_ready_step_gives_the_same_training(stage_cls, base_module, cells):
+    """The step as a CUDA graph captures it (run eagerly here): gradients zeroed in place,
+    learning rates as tensors from the closed-form schedule, fused AdamW."""
+    ready = capture_ready_stage(stage_cls, base_module, cells)
+    assert ready.captured_step is None  # nothing to capture off CUDA
+    assert_same_training(ready, make_stage(stage_cls, base_module, cells, PerformanceOptions()))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_capture_ready_step_reads_nothing_back_to_the_host(precision, base_module, cells):
+    """A captured step cannot read back to the host at all: not even AdamW's step counters."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="precision='bf16' on cpu")
+        stage = capture_ready_stage(GroundGANStage, base_module, cells, precision=precision)
+    stage.step()
+    probe = torch.ones(1)  # shows that the spies are installed
+    reads = spy_on_host_reads(lambda: (stage.step(), probe.item()))
+    assert reads == [("item", id(probe))], reads
+
+
+def spy_on_host_reads(action) -> list[tuple[str, int]]:
+    """Host reads made by ``action``, as (method, id of the tensor read)."""
+    reads: list[tuple[str, int]] = []
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def spy_for(name):
+        def spy(self, *args, **kwargs):
+            reads.append((name, id(self)))
+            return originals[name](self, *args, **kwargs)
+
+        return spy
+
+    try:
+        for name in HOST_READS:
+            setattr(torch.Tensor, name, spy_for(name))
+        action()
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+    return reads
+
+
+def test_capture_ready_learning_rates_are_tensors_set_in_place(base_module, cells):
+    ready = capture_ready_stage(GroundGANStage, base_module, cells)
+    plain = make_stage(GroundGANStage, base_module, cells)
+    rates = {k: o.param_groups[0]["lr"] for k, o in ready.optimizers().items()}
+    assert all(isinstance(lr, torch.Tensor) for lr in rates.values())
+    run(ready), run(plain)
+    for k, o in ready.optimizers().items():
+        assert o.param_groups[0]["lr"] is rates[k]
+        assert rates[k].item() == pytest.approx(plain.optimizers()[k].param_groups[0]["lr"])
+        assert all(p.grad is not None for p in o.param_groups[0]["params"])  # zeroed, not freed
+    ready.fast_forward(40)
+    plain.fast_forward(40)
+    assert rates["generator"].item() == pytest.approx(
+        plain.generator_optimizer.param_groups[0]["lr"]
+    )
+    assert ready.generator_optimizer.param_groups[0]["lr"] is rates["generator"]
+
+
+@pytest.mark.parametrize("saved_ready", [True, False])
+def test_checkpoints_move_between_eager_and_capture_ready_stages(saved_ready, base_module, cells):
+    """Optimiser state is saved with float learning rates, so either kind of stage resumes it
+    and continues exactly as the stage that saved it."""
+
+    def new(module):
+        if saved_ready:
+            return capture_ready_stage(GroundGANStage, module, cells)
+        return make_stage(GroundGANStage, module, cells)
+
+    saved = new(base_module)
+    run(saved, 2)
+    state = copy.deepcopy(saved.state_dict())
+    groups = [g for o in state["optimizers"].values() for g in o["param_groups"]]
+    assert all(isinstance(g["lr"], float) for g in groups)
+    for ready in (True, False):
+        resumed = (
+            capture_ready_stage(GroundGANStage, saved.module, cells)
+            if ready
+            else make_stage(GroundGANStage, saved.module, cells)
+        )
+        resumed.load_state_dict(copy.deepcopy(state))
+        lr_kinds = {type(o.param_groups[0]["lr"]) for o in resumed.optimizers().values()}
+        assert lr_kinds == ({torch.Tensor} if ready else {float})
+        assert torch.isfinite(run(resumed, 1)).all()
+    continued, reference = new(saved.module), copy.deepcopy(saved)
+    continued.module = reference.module = copy.deepcopy(saved.module)
+    continued.load_state_dict(copy.deepcopy(state))
+    continued.rng.set_state(saved.rng.get_state())
+    torch.testing.assert_close(run(continued, 2), run(reference, 2), rtol=1e-5, atol=1e-6)
+
+
+def test_cuda_graphs_option_is_checked():
+    with pytest.raises(ValueError, match="cuda_graphs must be True or False"):
+        PerformanceOptions(cuda_graphs="yes")
+    assert not PerformanceOptions.plain().cuda_graphs
 
 
 # ------------------------------------------------------------------------------- residency
@@ -268,7 +344,9 @@ def test_loaded_optimizer_state_takes_this_stages_implementation(saved_with, bas
     saved = make_stage(GroundGANStage, base_module, cells, PerformanceOptions(optimizer=saved_with))
     run(saved, 2)
     state = saved.state_dict()
-    resumed = make_stage(GroundGANStage, saved.module, cells, PerformanceOptions())
+    resumed = make_stage(
+        GroundGANStage, saved.module, cells, replace(PerformanceOptions(), optimizer="foreach")
+    )
     resumed.load_state_dict(copy.deepcopy(state))
     for optimizer in resumed.optimizers().values():
         assert optimizer.param_groups[0]["foreach"] is True
@@ -276,9 +354,7 @@ def test_loaded_optimizer_state_takes_this_stages_implementation(saved_with, bas
         for s in optimizer.state.values():
             assert s["step"].device.type == "cpu" and s["step"].dtype == torch.float32
     assert torch.isfinite(run(resumed, 1)).all()
-    fused = make_stage(
-        GroundGANStage, saved.module, cells, replace(PerformanceOptions(), optimizer="fused")
-    )
+    fused = make_stage(GroundGANStage, saved.module, cells, PerformanceOptions())
     fused.load_state_dict(copy.deepcopy(state))
     assert all(o.param_groups[0]["fused"] for o in fused.optimizers().values())
     assert torch.isfinite(run(fused, 1)).all()

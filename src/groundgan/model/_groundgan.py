@@ -255,6 +255,7 @@ class GroundGAN:
         weight_decay: float = 0.01,
         device: str | torch.device = "auto",
         precision: str = "fp32",
+        cuda_graphs: bool = False,
         seed: int = 0,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10_000,
@@ -285,6 +286,10 @@ class GroundGAN:
             (losses, gradients, weights and optimiser state stay float32). Meant for CUDA
             devices and CPUs with bfloat16 matrix instructions (AVX512-BF16, AMX); elsewhere
             it runs with a warning, usually slower than float32.
+        cuda_graphs
+            Capture each whole training step in a CUDA graph after three eager warm-up steps and
+            replay it (opt-in; CUDA only: elsewhere the capture-ready step runs eagerly, with a
+            warning). Should capture fail, training goes on eagerly with a warning.
         seed
             Seed of the training randomness (minibatches, noise, interpolation); the same seed
             on the same device gives the same weights.
@@ -306,7 +311,8 @@ class GroundGAN:
             raise InvalidInputError(f"stages must be a subset of (1, 2), got {tuple(stages)}")
         data = self._training_tensor()
         target_device = resolve_device(device)
-        performance = PerformanceOptions(precision=precision)  # refuses unknown values
+        # refuses unknown values
+        performance = PerformanceOptions(precision=precision, cuda_graphs=cuda_graphs)
         self.module.to(target_device)
         data = data.to(target_device)
         shared = dict(n_critic=n_critic, gp_lambda=gp_lambda, weight_decay=weight_decay)

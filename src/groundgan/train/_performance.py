@@ -5,10 +5,10 @@
 formulation, kept as the reference the fast paths are tested against):
 
 ``optimizer``
-    AdamW implementation. ``"auto"``: the fused kernel on CUDA (AMSGrad included; should a
-    torch build refuse fused AMSGrad, the multi-tensor ``foreach`` one), ``foreach`` on the CPU
-    (bitwise the same result as the per-parameter loop there). ``"fused"``, ``"foreach"`` and
-    ``"for-loop"`` force one.
+    AdamW implementation. ``"auto"``: the fused kernel, on CUDA and on the CPU alike (AMSGrad
+    included; should a torch build refuse fused AMSGrad on the device, the multi-tensor
+    ``foreach`` one, with a warning). ``"fused"``, ``"foreach"`` (bitwise the same result as
+    the per-parameter loop on the CPU) and ``"for-loop"`` force one.
 ``joint_critic_forward``
     One critic pass over the real and fake cells stacked, instead of two passes. Only for
     critics that treat cells independently (no BatchNorm, no per-batch labels); stages declare
@@ -26,6 +26,14 @@ formulation, kept as the reference the fast paths are tested against):
     labelers); losses, gradients, weights and optimiser state stay float32. Meant for CUDA and
     for CPUs with bfloat16 matrix instructions; elsewhere it runs with a
     :class:`RuntimeWarning` (usually slower than float32 there).
+``cuda_graphs``
+    Opt-in. On CUDA, each whole step (critic updates, generator update, labeler updates) is
+    captured once in a CUDA graph after a few eager warm-up steps and replayed from then on
+    (see :mod:`groundgan.train._graphs`), removing the per-kernel launch cost. The step is
+    then computed in its capture-ready form: gradients are zeroed in place instead of freed,
+    learning rates are device tensors set in place from the closed-form schedule, AdamW is
+    ``capturable``, and bfloat16 autocast does not cache casts. Off CUDA the capture-ready form
+    runs eagerly (with a :class:`RuntimeWarning`), which is how it is tested without a GPU.
 
 Every step also runs without a host synchronisation: the training data live on the stage's
 device, minibatch indices and all noise are drawn there with the stage's own
@@ -71,6 +79,8 @@ class PerformanceOptions:
         Score real and fake cells in one critic pass (where the critic allows it).
     shared_labeler_pass
         Stage 2: reuse the generator loss's backward pass for the labelers' fake-cell gradients.
+    cuda_graphs
+        Capture whole steps in CUDA graphs and replay them (CUDA only; opt-in).
     """
 
     precision: Precision = "fp32"
@@ -78,8 +88,11 @@ class PerformanceOptions:
     optimizer: OptimizerImplementation = "auto"
     joint_critic_forward: bool = True
     shared_labeler_pass: bool = True
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.cuda_graphs, bool):
+            raise ValueError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.optimizer not in OPTIMIZER_IMPLEMENTATIONS:
@@ -89,13 +102,15 @@ class PerformanceOptions:
 
     @classmethod
     def plain(cls, **changes) -> PerformanceOptions:
-        """Every speed path off: per-parameter AdamW loop, separate passes, no TF32, fp32."""
+        """Every speed path off: per-parameter AdamW loop, separate passes, no TF32, fp32, no
+        CUDA graphs."""
         options = cls(
             precision="fp32",
             tf32=False,
             optimizer="for-loop",
             joint_critic_forward=False,
             shared_labeler_pass=False,
+            cuda_graphs=False,
         )
         return replace(options, **changes)
 
@@ -140,25 +155,60 @@ def _same_index(a: torch.device, b: torch.device) -> bool:
 
 
 # ------------------------------------------------------------------------------- optimisers
-def optimizer_flags(device: torch.device, implementation: str = "auto") -> dict[str, bool]:
-    """``foreach``/``fused`` keyword arguments of AdamW for ``implementation`` on ``device``.
+def optimizer_flags(
+    device: torch.device, implementation: str = "auto", cuda_graphs: bool = False
+) -> dict[str, bool]:
+    """``foreach``/``fused``/``capturable`` keyword arguments of AdamW for ``implementation``
+    on ``device``.
 
-    ``"auto"`` picks the fused kernel on CUDA when it takes AMSGrad (it does in current torch;
-    otherwise ``foreach`` is used, with a warning) and ``foreach`` elsewhere.
+    ``"auto"`` picks the fused kernel where it takes AMSGrad (it does on CUDA and on the CPU
+    in torch >= 2.4; otherwise ``foreach`` is used, with a warning). With ``cuda_graphs``,
+    the optimiser is ``capturable`` on CUDA.
     """
     if implementation not in OPTIMIZER_IMPLEMENTATIONS:
         raise ValueError(
             f"optimizer must be one of {OPTIMIZER_IMPLEMENTATIONS}, got {implementation!r}"
         )
     if implementation == "auto":
-        if device.type == "cuda" and fused_amsgrad_supported(device.type):
-            implementation = "fused"
-        else:
-            implementation = "foreach"
+        implementation = "fused" if fused_amsgrad_supported(device.type) else "foreach"
     return {
         "fused": implementation == "fused",
         "foreach": implementation == "foreach",
+        "capturable": cuda_graphs and device.type == "cuda",
     }
+
+
+def takes_tensor_learning_rate(flags: dict[str, bool]) -> bool:
+    """Whether AdamW made with ``flags`` accepts its learning rate as a tensor."""
+    return bool(flags.get("fused") or flags.get("capturable"))
+
+
+def learning_rates_to_tensors(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Hold each param group's learning rate as a float32 tensor on ``device`` (in place
+    afterwards: a captured step reads it at a fixed address)."""
+    for group in optimizer.param_groups:
+        lr = group["lr"]
+        if not isinstance(lr, Tensor) or lr.device != device:
+            group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)
+
+
+def set_learning_rate(group: dict, value: float) -> None:
+    """Set a param group's learning rate: in place when it is a tensor."""
+    if isinstance(group["lr"], Tensor):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
+
+
+def portable_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """``optimizer.state_dict()`` with tensor learning rates as floats, so that a checkpoint
+    loads into any stage (eager or captured, on any device)."""
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        for key in ("lr", "initial_lr"):
+            if isinstance(group.get(key), Tensor):
+                group[key] = float(group[key])
+    return state
 
 
 @functools.cache
@@ -203,10 +253,14 @@ def conform_optimizer(optimizer: torch.optim.Optimizer, flags: dict[str, bool]) 
 
     A checkpoint written with another implementation (or on another device) then continues
     with this stage's one; the step counters move to where that implementation keeps them
-    (on the parameter's device as float32 for fused kernels, on the host otherwise).
+    (on the parameter's device as float32 for fused and capturable ones, on the host
+    otherwise). Learning rates come back as floats; a stage that holds them as tensors
+    converts them again (:func:`learning_rates_to_tensors`).
     """
     for group in optimizer.param_groups:
         group.update(flags)
+        if isinstance(group["lr"], Tensor):
+            group["lr"] = float(group["lr"])
         on_device = group.get("fused") or group.get("capturable")
         for p in group["params"]:
             state = optimizer.state.get(p, {})
@@ -247,11 +301,30 @@ def cpu_has_bf16_matmul() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on ``device`` for ``precision="bf16"``; a no-op context otherwise."""
+def autocast(
+    device: torch.device, precision: str, cache_enabled: bool = True
+) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on ``device`` for ``precision="bf16"``; a no-op context otherwise.
+
+    ``cache_enabled=False`` for steps captured in CUDA graphs (a cached cast would be a tensor
+    of the capture, stale on replay).
+    """
     if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(
+            device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled
+        )
     return contextlib.nullcontext()
+
+
+def check_cuda_graphs(cuda_graphs: bool, device: torch.device) -> None:
+    """Warn when CUDA graphs are asked for off CUDA (the capture-ready step then runs eagerly)."""
+    if cuda_graphs and device.type != "cuda":
+        warnings.warn(
+            f"cuda_graphs=True on {device.type}: CUDA graphs need a CUDA device; the "
+            "capture-ready form of the step runs eagerly instead",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 @contextlib.contextmanager

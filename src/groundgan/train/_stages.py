@@ -3,7 +3,7 @@
 The stages know networks and tensors only (no genes, no AnnData). Each step returns its losses
 as one detached device tensor, so the loop can log them without a host sync per step. How a
 step is computed (fused or foreach AdamW, one critic pass over real and fake cells, shared
-labeler passes, TF32, bfloat16 autocast) is set by
+labeler passes, TF32, bfloat16 autocast, CUDA graphs) is set by
 :class:`~groundgan.train._performance.PerformanceOptions`; every speed path has a plain
 fallback that computes the same losses.
 """
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..nn import GroundGANModule
 from . import _performance
+from ._graphs import CapturedStep, CudaGraphBackend
 from ._performance import PerformanceOptions
 
 
@@ -50,6 +51,8 @@ def exponential_decay(
 ) -> torch.optim.lr_scheduler.ExponentialLR:
     """Decay from ``lr`` to ``lr_final`` over ``max_steps`` steps: gamma = (final/lr)^(1/steps)."""
     gamma = (lr_final / lr) ** (1.0 / max(max_steps, 1))
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", lr)  # a float also where the optimiser holds a tensor
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
 
 
@@ -105,7 +108,15 @@ class WGANGPStage:
         self.performance = PerformanceOptions() if performance is None else performance
         self.device = _performance.check_resident(module, data, rng)
         _performance.check_precision(self.performance.precision, self.device)
-        self.optimizer_flags = _performance.optimizer_flags(self.device, self.performance.optimizer)
+        _performance.check_cuda_graphs(self.performance.cuda_graphs, self.device)
+        #: capture-ready step: gradients zeroed in place, learning rates as device tensors
+        self.capture_ready = self.performance.cuda_graphs
+        self.optimizer_flags = _performance.optimizer_flags(
+            self.device, self.performance.optimizer, cuda_graphs=self.capture_ready
+        )
+        self.tensor_learning_rates = self.capture_ready and (
+            _performance.takes_tensor_learning_rate(self.optimizer_flags)
+        )
         self.completed_steps = 0
         self._schedule_loaded = False
         s = settings
@@ -117,14 +128,29 @@ class WGANGPStage:
                 self.generator_optimizer, s.lr_generator, s.lr_generator_final, s.max_steps
             ),
         ]
+        if self.tensor_learning_rates:
+            self.schedule_to(0)  # the schedulers' own records of the rates as floats
+        self.captured_step: CapturedStep | None = None
+        if self.capture_ready and self.device.type == "cuda":
+            self.captured_step = CapturedStep(self.step_body, CudaGraphBackend((rng,)))
 
     def new_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         """AdamW of the paper with this stage's implementation flags."""
-        return make_optimizer(params, lr, self.settings.weight_decay, self.optimizer_flags)
+        optimizer = make_optimizer(params, lr, self.settings.weight_decay, self.optimizer_flags)
+        if self.tensor_learning_rates:
+            _performance.learning_rates_to_tensors(optimizer, self.device)
+        return optimizer
 
     def autocast(self):
         """Context of the forward passes: bfloat16 autocast when asked for, else nothing."""
-        return _performance.autocast(self.device, self.performance.precision)
+        return _performance.autocast(
+            self.device, self.performance.precision, cache_enabled=not self.capture_ready
+        )
+
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clear ``optimizer``'s gradients: freed, or zeroed in place for a capture-ready step
+        (a captured step writes them at fixed addresses)."""
+        optimizer.zero_grad(set_to_none=not self.capture_ready)
 
     # what subclasses define ----------------------------------------------------------------
     @property
@@ -177,7 +203,7 @@ class WGANGPStage:
             wasserstein = real_score - fake_score
             penalty = gradient_penalty(self.critic, real, fake, eps).float()
             loss = -wasserstein + self.settings.gp_lambda * penalty
-        self.critic_optimizer.zero_grad(set_to_none=True)
+        self.zero_grad(self.critic_optimizer)
         loss.backward()
         self.critic_optimizer.step()
         return loss.detach(), wasserstein.detach(), penalty.detach()
@@ -192,7 +218,7 @@ class WGANGPStage:
             adversarial = -self.critic(fake).float().mean()
             extra = [e.float() for e in self.extra_generator_losses(fake, real)]
         loss = adversarial + sum(extra)
-        self.generator_optimizer.zero_grad(set_to_none=True)
+        self.zero_grad(self.generator_optimizer)
         self.before_generator_backward()
         loss.backward()
         self.generator_optimizer.step()
@@ -203,20 +229,36 @@ class WGANGPStage:
         """One training step; returns the losses (see :attr:`metric_names`) as a device tensor.
 
         Nothing in a step reads a value back to the host: minibatches and noise are drawn on
-        the device and the losses stay there.
+        the device and the losses stay there. With CUDA graphs, :meth:`step_body` is replayed
+        from its capture; the learning-rate schedules advance outside it.
         """
         with _performance.cuda_matmul_precision(self.device, self.performance.tf32):
-            self.module.train()
-            for p in self.critic.parameters():
-                p.requires_grad_(True)
-            for _ in range(self.settings.n_critic):
-                critic_metrics = self.critic_step()
-            for p in self.critic.parameters():
-                p.requires_grad_(False)
-            generator_metrics = self.generator_step()
+            if self.captured_step is not None:
+                losses = self.captured_step()
+            else:
+                losses = self.step_body()
+        self.advance_schedules()
+        return losses
+
+    def step_body(self) -> Tensor:
+        """The work of one step: ``n_critic`` critic updates, then the generator update."""
+        self.module.train()
+        for p in self.critic.parameters():
+            p.requires_grad_(True)
+        for _ in range(self.settings.n_critic):
+            critic_metrics = self.critic_step()
+        for p in self.critic.parameters():
+            p.requires_grad_(False)
+        generator_metrics = self.generator_step()
+        return torch.stack([*critic_metrics, *generator_metrics])
+
+    def advance_schedules(self) -> None:
+        """Decay the learning rates by one step (closed form, in place, for tensor rates)."""
+        if self.tensor_learning_rates:
+            self.schedule_to(self.schedulers[0].last_epoch + 1)
+        else:
             for scheduler in self.schedulers:
                 scheduler.step()
-            return torch.stack([*critic_metrics, *generator_metrics])
 
     # state ---------------------------------------------------------------------------------
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -224,7 +266,9 @@ class WGANGPStage:
 
     def state_dict(self) -> dict:
         return {
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+            "optimizers": {
+                k: _performance.portable_optimizer_state(o) for k, o in self.optimizers().items()
+            },
             "schedulers": [s.state_dict() for s in self.schedulers],
         }
 
@@ -233,6 +277,10 @@ class WGANGPStage:
         for k, o in self.optimizers().items():
             o.load_state_dict(state["optimizers"][k])
             _performance.conform_optimizer(o, self.optimizer_flags)
+            if self.tensor_learning_rates:
+                _performance.learning_rates_to_tensors(o, self.device)
+        if self.captured_step is not None:
+            self.captured_step.reset()  # the optimiser state it read was replaced
         if same_schedule:
             for s, s_state in zip(self.schedulers, state["schedulers"], strict=True):
                 s.load_state_dict(s_state)
@@ -242,13 +290,16 @@ class WGANGPStage:
         """Put the schedules at ``steps`` completed steps (closed form), unless loaded exactly."""
         if keep_loaded and getattr(self, "_schedule_loaded", False):
             return
+        self.schedule_to(steps)
+
+    def schedule_to(self, steps: int) -> None:
+        """Set the learning rates of ``steps`` completed steps: ``base * gamma**steps``."""
         for scheduler in self.schedulers:
             scheduler.last_epoch = steps
-            for group, base in zip(
-                scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True
-            ):
-                group["lr"] = base * scheduler.gamma**steps
-            scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+            rates = [base * scheduler.gamma**steps for base in scheduler.base_lrs]
+            for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+                _performance.set_learning_rate(group, rate)
+            scheduler._last_lr = rates
 
 
 class ControllerStage(WGANGPStage):
@@ -337,8 +388,8 @@ class GroundGANStage(WGANGPStage):
         """With the shared labeler pass, the generator loss's backward pass leaves in the
         labelers' gradients exactly those of their fake-cell losses: start them from zero."""
         if self.performance.shared_labeler_pass:
-            self.labeler_optimizer.zero_grad(set_to_none=True)
-            self.antilabeler_optimizer.zero_grad(set_to_none=True)
+            self.zero_grad(self.labeler_optimizer)
+            self.zero_grad(self.antilabeler_optimizer)
 
     def after_generator_step(self, fake: Tensor, real: Tensor) -> None:
         """The labeler learns on fake and real cells, the anti-labeler on fake cells."""
@@ -361,7 +412,7 @@ class GroundGANStage(WGANGPStage):
             (self.labeler_optimizer, labeler_loss),
             (self.antilabeler_optimizer, antilabeler_loss),
         ):
-            optimizer.zero_grad(set_to_none=True)
+            self.zero_grad(optimizer)
             loss.backward()
             optimizer.step()
 
