@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
+import shlex
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +177,87 @@ def test_dense_reference_records_and_replays_batch_statistics(block_and_dense):
         again = dense(tfs, noise, stats=record)
     assert len(record) == dense.n_bn_layers == 3
     assert torch.equal(first, again)
+
+
+# ------------------------------------------------------------------------------- GPU suite
+def pbmc_record(template: dict, stage: int, device: str, rates: dict[str, float]) -> dict:
+    """A train record of the PBMC-sized GRN with the given variants' steps/s (known answers;
+    the structure is that of a real record)."""
+    record = copy.deepcopy(template)
+    record.update(stage=stage, batch_size={1: 128, 2: 1024}[stage], n_critic=5)
+    record["architecture"]["labeler_hidden"] = [2000, 2000, 2000]
+    record["grn"].update(genes=1000, tfs=63, edges=14055)
+    record["environment"].update(device=device, command=f"python {device} {stage}")
+    variant = record["variants"]["block"]
+    record["variants"] = {
+        name: {**copy.deepcopy(variant), "steps_per_s": rate} for name, rate in rates.items()
+    }
+    if device == "cuda":
+        for v in record["variants"].values():
+            v["memory"] = {"peak_allocated_bytes": 3 * 2**30}
+    return record
+
+
+@pytest.fixture(scope="module")
+def train_record() -> dict:
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        bench_train = importlib.import_module("bench_train")
+        args = ["--stage", "2", "--batch-size", "16", "--steps", "1", "--warmup", "1"]
+        return bench_train.main([*TINY, *args])
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_report_targets_judges_gpu_records_only(bench, train_record, tmp_path):
+    records = {
+        "s2_gpu": pbmc_record(train_record, 2, "cuda", {"block": 300.0, "block-graphs": 420.0}),
+        "s1_gpu": pbmc_record(train_record, 1, "cuda", {"block": 900.0}),
+        "s1_cpu": pbmc_record(train_record, 1, "cpu", {"block": 5000.0}),  # not an H100
+        "tiny": train_record,  # not PBMC-sized: ignored
+    }
+    for name, record in records.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    (tmp_path / "broken.json").write_text("{")
+    rows = {r.target: r for r in bench("report_targets").main([str(tmp_path)])}
+    s2 = rows["stage 2 >= 350 steps/s (H100)"]
+    assert (s2.figure, s2.meets, s2.variant) == ("420.0 steps/s", "yes", "block-graphs (fp32)")
+    s1 = rows["stage 1 >= 1,000 steps/s (H100)"]
+    assert (s1.figure, s1.meets) == ("900.0 steps/s", "no")  # the CPU record is not counted
+    assert s1.command == "python cuda 1"
+    memory = rows["stage 2 peak GPU memory < 4 GB"]
+    assert (memory.figure, memory.meets) == ("3.00 GiB", "yes")
+    schedule = rows["1,000,000 + 200,000 steps < 1 hour (H100)"]
+    hours = (200_000 / 900 + 1_000_000 / 420) / 3600
+    assert (schedule.figure, schedule.meets) == (f"{hours:,.2f} h", "yes")
+    assert rows["sampling >= 1,000,000 cells/s (H100)"].figure == "no record"
+
+
+def test_report_targets_marks_cpu_figures(bench, train_record, tmp_path):
+    cpu = pbmc_record(train_record, 2, "cpu", {"block": 0.38, "block-plain": 0.33})
+    (tmp_path / "s2.json").write_text(json.dumps(cpu))
+    rows = {r.target: r for r in bench("report_targets").main([str(tmp_path / "s2.json")])}
+    s2 = rows["stage 2 >= 350 steps/s (H100)"]
+    assert (s2.figure, s2.meets, s2.variant) == ("0.38 steps/s", "not on a GPU", "block (fp32)")
+
+
+def test_gpu_suite_commands_are_valid(bench):
+    """Every benchmark command of the GPU suite parses, and the script is valid bash."""
+    script = BENCHMARKS / "gpu_suite.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text().replace("\\\n", " ")
+    commands = [
+        line.split(None, 1)[1].split(";;")[0]
+        for line in text.splitlines()
+        if line.strip().startswith("run ")
+    ]
+    assert len(commands) >= 10
+    for command in commands:
+        words = shlex.split(
+            command.replace("$train", "python benchmarks/bench_train.py --device cuda")
+        )
+        name, script_name, args = words[0], words[2], words[3:]
+        module = bench(Path(script_name).stem)
+        module.parse_args([*args, "--json", f"{name}.json"])
