@@ -232,6 +232,7 @@ class WGANGPStage:
         the device and the losses stay there. With CUDA graphs, :meth:`step_body` is replayed
         from its capture; the learning-rate schedules advance outside it.
         """
+        self.module.train()  # outside the body: a replayed graph runs no Python
         with _performance.cuda_matmul_precision(self.device, self.performance.tf32):
             if self.captured_step is not None:
                 losses = self.captured_step()
@@ -242,7 +243,6 @@ class WGANGPStage:
 
     def step_body(self) -> Tensor:
         """The work of one step: ``n_critic`` critic updates, then the generator update."""
-        self.module.train()
         for p in self.critic.parameters():
             p.requires_grad_(True)
         for _ in range(self.settings.n_critic):
