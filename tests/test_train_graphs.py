@@ -3,6 +3,7 @@ recording backend), and on a GPU the captured steps against the eager ones."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 
@@ -146,6 +147,58 @@ def test_loading_optimizer_state_resets_the_capture(cells):
     assert all(
         isinstance(o.param_groups[0]["lr"], torch.Tensor) for o in stage.optimizers().values()
     )
+
+
+class FakeCuda:
+    """The parts of ``torch.cuda`` that :class:`CudaGraphBackend` calls, recording the calls
+    (the capture runs the step, which a real one does not)."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.registered: list[torch.Generator] = []
+        fake = self
+
+        class Stream:
+            def wait_stream(self, other):
+                fake.calls.append("wait_stream")
+
+        class CUDAGraph:
+            def register_generator_state(self, generator):
+                fake.registered.append(generator)
+
+            def replay(self):
+                fake.calls.append("replay")
+
+        self.Stream, self.CUDAGraph = Stream, CUDAGraph
+
+    def current_stream(self):
+        return self.Stream()
+
+    @contextlib.contextmanager
+    def stream(self, stream):
+        self.calls.append("side stream")
+        yield
+
+    @contextlib.contextmanager
+    def graph(self, graph):
+        self.calls.append("capture")
+        yield
+
+
+def test_cuda_backend_warms_up_on_a_side_stream_and_registers_the_generator(cells, monkeypatch):
+    fake = FakeCuda()
+    for name in ("Stream", "CUDAGraph", "current_stream", "stream", "graph"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    stage = graph_stage(cells)
+    stage.captured_step = CapturedStep(stage.step_body, CudaGraphBackend((stage.rng,)))
+    for _ in range(5):
+        stage.step()
+    assert fake.registered == [stage.rng]
+    assert fake.calls == ["wait_stream", "side stream", "wait_stream"] * 3 + [
+        "capture",
+        "replay",
+        "replay",
+    ]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
