@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -35,12 +39,17 @@ def run_stage(
     losses so far have been checked. Non-finite losses raise
     :class:`NonFiniteLossError` naming the stage and step.
 
+    A first Ctrl-C (SIGINT, also a notebook's interrupt) lets the step in progress finish,
+    logs the losses buffered so far and then raises :class:`KeyboardInterrupt`, so that every
+    weight belongs to a completed step and training continues exactly where it stopped; a
+    second Ctrl-C stops at once. (Only in the main thread, and only where Python's default
+    SIGINT handler is installed.)
+
     Returns the log rows; given a ``rows`` list, they are appended to it as they are logged, so
     that the caller keeps them when training is interrupted.
     """
     rows = [] if rows is None else rows
-    names = stage.metric_names
-    buffer = torch.zeros(len(names), device=stage.data.device)
+    buffer = torch.zeros(len(stage.metric_names), device=stage.data.device)
     n_buffered = 0
     bar = tqdm(
         total=max_steps,
@@ -50,33 +59,76 @@ def run_stage(
         dynamic_ncols=True,
         leave=True,
     )
-    try:
-        for step in range(start_step + 1, max_steps + 1):
-            buffer += stage.step()
-            stage.completed_steps = step
-            n_buffered += 1
-            last = step == max_steps
-            due = [hook for every, hook in hooks if step % every == 0 or last]
-            # flush (and check for non-finite losses) before any hook sees the weights
-            if n_buffered == log_every or last or due:
-                row = dict(zip(names, (buffer / n_buffered).tolist(), strict=True))
-                if not all(map(_finite, row.values())):
-                    raise NonFiniteLossError(
-                        f"{stage.name}: non-finite loss within steps {step - n_buffered + 1}-{step} "
-                        f"({row}); training stopped"
+    with interrupt_after_step() as interrupt_requested:
+        try:
+            for step in range(start_step + 1, max_steps + 1):
+                buffer += stage.step()
+                stage.completed_steps = step
+                n_buffered += 1
+                last = step == max_steps
+                due = [hook for every, hook in hooks if step % every == 0 or last]
+                stopping = interrupt_requested()
+                # flush (and check for non-finite losses) before any hook sees the weights
+                if n_buffered == log_every or last or due or stopping:
+                    rows.append(_log_row(stage, step, buffer, n_buffered))
+                    buffer.zero_()
+                    n_buffered = 0
+                    row = rows[-1]
+                    bar.set_postfix(
+                        wasserstein=f"{row['wasserstein']:.3g}",
+                        g_loss=f"{row['generator_loss']:.3g}",
                     )
-                rows.append({"stage": stage.name, "step": step, **row})
-                buffer.zero_()
-                n_buffered = 0
-                bar.set_postfix(
-                    wasserstein=f"{row['wasserstein']:.3g}", g_loss=f"{row['generator_loss']:.3g}"
-                )
-            for hook in due:
-                hook(stage, step)
-            bar.update(1)
-    finally:
-        bar.close()
+                for hook in due:
+                    hook(stage, step)
+                bar.update(1)
+                if stopping:
+                    raise KeyboardInterrupt(f"{stage.name}: interrupted after step {step}")
+        finally:
+            bar.close()
     return rows
+
+
+def _log_row(stage: WGANGPStage, step: int, buffer: torch.Tensor, n_buffered: int) -> dict:
+    """The mean losses of the last ``n_buffered`` steps; non-finite ones raise."""
+    row = dict(zip(stage.metric_names, (buffer / n_buffered).tolist(), strict=True))
+    if not all(map(_finite, row.values())):
+        raise NonFiniteLossError(
+            f"{stage.name}: non-finite loss within steps {step - n_buffered + 1}-{step} "
+            f"({row}); training stopped"
+        )
+    return {"stage": stage.name, "step": step, **row}
+
+
+@contextlib.contextmanager
+def interrupt_after_step() -> Iterator[Callable[[], bool]]:
+    """Within the block, a first SIGINT is remembered instead of raised; yields the function
+    that says whether one came. A second SIGINT raises :class:`KeyboardInterrupt` at once.
+
+    Nothing changes outside the main thread or where a handler other than Python's default
+    one is installed (the first SIGINT then acts as it always does).
+    """
+    requested: list[bool] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield lambda: False
+        return
+
+    def remember(signum, frame) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(True)
+        tqdm.write(
+            "interrupt: stopping after this training step (interrupt again to stop at once)",
+            file=sys.stderr,
+        )
+
+    signal.signal(signal.SIGINT, remember)
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _finite(x: float) -> bool:
