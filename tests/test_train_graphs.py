@@ -9,8 +9,9 @@ import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from groundgan.train import GroundGANStage, StageSettings
+from groundgan.train import ControllerStage, GroundGANStage, StageSettings, WGANGPStage
 from groundgan.train._graphs import CapturedStep, CudaGraphBackend
 from groundgan.train._performance import PerformanceOptions
 from tiny_networks import tiny_cells, tiny_module
@@ -96,21 +97,20 @@ def cells() -> torch.Tensor:
     return tiny_cells()
 
 
-def graph_stage(cells, device="cpu") -> GroundGANStage:
+def graph_stage(
+    cells, device="cpu", stage_cls=GroundGANStage, precision="fp32", performance=None
+) -> WGANGPStage:
+    """A tiny stage with a decaying learning rate, capture-ready unless told otherwise."""
     settings = StageSettings(
         max_steps=10, batch_size=16, n_critic=2, lr_generator=1e-3, lr_generator_final=1e-5
     )
     module = copy.deepcopy(tiny_module()).to(device)
     rng = torch.Generator(device=device).manual_seed(0)
+    if performance is None:
+        performance = PerformanceOptions(cuda_graphs=True, precision=precision)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="cuda_graphs=True on cpu")
-        return GroundGANStage(
-            module,
-            cells.to(device),
-            settings,
-            rng,
-            performance=PerformanceOptions(cuda_graphs=True),
-        )
+        return stage_cls(module, cells.to(device), settings, rng, performance=performance)
 
 
 def test_a_stage_steps_through_its_captured_step(cells):
@@ -147,6 +147,87 @@ def test_loading_optimizer_state_resets_the_capture(cells):
     assert all(
         isinstance(o.param_groups[0]["lr"], torch.Tensor) for o in stage.optimizers().values()
     )
+
+
+# ------------------------------------------------------------------------------- replayability
+PLAIN_VALUES = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout)
+
+
+def describe(value):
+    """An operation's argument as a replayed graph sees it: tensors by shape and dtype (their
+    values may change), everything else by value (baked into the graph)."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.dtype)
+    if isinstance(value, (list, tuple)):
+        return tuple(describe(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, describe(v)) for k, v in value.items())
+    if isinstance(value, torch.Generator):
+        return ("generator", value.device.type, value.initial_seed())
+    return value if isinstance(value, PLAIN_VALUES) else type(value).__name__
+
+
+class OperationRecorder(TorchDispatchMode):
+    """Every operation dispatched (backward passes and optimiser kernels included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.operations: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.operations.append((str(func), describe(args), describe(kwargs)))
+        return func(*args, **kwargs)
+
+
+def persistent_addresses(stage) -> list[int]:
+    """Where weights, gradients, optimiser state and learning rates live."""
+    tensors = [*stage.module.parameters()]
+    tensors += [p.grad for p in stage.module.parameters() if p.grad is not None]
+    for optimizer in stage.optimizers().values():
+        tensors += [g["lr"] for g in optimizer.param_groups if isinstance(g["lr"], torch.Tensor)]
+        tensors += [v for state in optimizer.state.values() for v in state.values()]
+    return [t.data_ptr() for t in tensors]
+
+
+def recorded_steps(stage, n: int = 2) -> tuple[list[list[tuple]], list[list[int]]]:
+    operations, addresses = [], []
+    for _ in range(n):
+        with OperationRecorder() as recorder:
+            stage.step_body()
+        stage.advance_schedules()
+        operations.append(recorder.operations)
+        addresses.append(persistent_addresses(stage))
+    return operations, addresses
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' on cpu")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("stage_cls", [ControllerStage, GroundGANStage], ids=["stage1", "stage2"])
+def test_capture_ready_steps_repeat_the_same_operations_on_the_same_memory(
+    stage_cls, precision, cells
+):
+    """What makes replaying a captured step the same as running it again: every step
+    dispatches the same operations with the same non-tensor arguments, reads nothing back to
+    the host, and keeps weights, gradients, optimiser state and learning rates where they
+    were (the graph holds their addresses)."""
+    stage = graph_stage(cells, stage_cls=stage_cls, precision=precision)
+    stage.step()  # gradients and optimiser state exist from here on, as after the warm-up
+    (first, second), (before, after) = recorded_steps(stage)
+    assert len(first) > 100 and any("backward" in op[0] for op in first)
+    assert first == second
+    assert before == after
+    assert not any(op[0].startswith("aten._local_scalar_dense") for op in first)  # .item()
+
+
+def test_the_default_step_is_not_replayable(cells):
+    """The recorder tells the difference: the default step passes the decaying learning rate
+    to the optimiser kernel as a number."""
+    stage = graph_stage(cells, performance=PerformanceOptions())
+    stage.step()
+    (first, second), _ = recorded_steps(stage)
+    differing = {a[0] for a, b in zip(first, second, strict=True) if a != b}
+    assert differing == {"aten._fused_adamw_.default"}
 
 
 class FakeCuda:
