@@ -306,8 +306,8 @@ def autocast(
 ) -> contextlib.AbstractContextManager:
     """bfloat16 autocast on ``device`` for ``precision="bf16"``; a no-op context otherwise.
 
-    ``cache_enabled=False`` for steps captured in CUDA graphs (a cached cast would be a tensor
-    of the capture, stale on replay).
+    ``cache_enabled=False`` for steps captured in CUDA graphs: PyTorch does not support
+    autocast's cache of cast weights under graph capture.
     """
     if precision == "bf16":
         return torch.autocast(
