@@ -54,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -131,6 +132,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-tf32", action="store_true")
     p.add_argument("--optimizer", default="auto", choices=("auto", "fused", "foreach", "for-loop"))
     p.add_argument("--profile-groups", action="store_true", help="gather vs bmm of the TGs")
+    p.add_argument(
+        "--memory-timeline",
+        action="store_true",
+        help="peak bytes of live tensors in one step of the first variant, by category",
+    )
     p.add_argument("--largest", action="store_true", help="grow the GRN until memory runs out")
     p.add_argument("--largest-targets", type=int, nargs="+", default=list(DEFAULT_LARGEST_TARGETS))
     p.add_argument("--memory-limit-gb", type=float, default=None)
@@ -368,6 +374,8 @@ def time_interleaved(
         build(v)
         run_steps(v, args.warmup, device)
         v.memory = {"peak_rss_bytes_after_warmup": peak_rss_bytes(), **state_bytes(v)}
+        if args.memory_timeline and v is vs[0]:
+            v.memory["timeline"] = memory_timeline(v, device)
     per_round = [
         args.steps // args.rounds + (r < args.steps % args.rounds) for r in range(args.rounds)
     ]
@@ -392,6 +400,7 @@ def time_sequential(
         before = torch.cuda.memory_allocated(device)
         build(v)
         run_steps(v, args.warmup, device)
+        timeline = memory_timeline(v, device) if args.memory_timeline and v is vs[0] else None
         wall, cpu = run_steps(v, args.steps, device)
         v.seconds, v.cpu_seconds, v.steps, v.rounds = wall, cpu, args.steps, [args.steps / wall]
         v.memory = {
@@ -400,7 +409,62 @@ def time_sequential(
             "peak_reserved_bytes": torch.cuda.max_memory_reserved(device),
             **state_bytes(v),
         }
+        if timeline is not None:
+            v.memory["timeline"] = timeline
         v.stage = v.module = None
+
+
+#: Columns of torch's memory timeline after the leading zero column, in torch's order.
+TIMELINE_CATEGORIES = (
+    "parameter",
+    "optimizer_state",
+    "input",
+    "temporary",
+    "activation",
+    "gradient",
+    "autograd_detail",
+    "unknown",
+)
+
+
+def memory_timeline(variant: Variant, device: torch.device) -> dict:
+    """Peak bytes of live tensors on ``device`` during one more step of ``variant``, from
+    torch's memory profiler (tensors only: no allocator caching or rounding, no cuBLAS
+    workspace), with the categories at that moment and each category's own maximum.
+
+    On the CPU this estimates what ``torch.cuda.max_memory_allocated`` would report for the
+    same step on a GPU; the training data and the weights count as they exist before the step.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(
+        activities=activities, profile_memory=True, record_shapes=True, with_stack=True
+    ) as prof:
+        run_steps(variant, 1, device)
+    where = "cpu"
+    if device.type == "cuda":
+        where = f"cuda:{torch.cuda.current_device() if device.index is None else device.index}"
+    if not hasattr(prof, "export_memory_timeline"):
+        raise SystemExit("--memory-timeline needs torch.profiler's export_memory_timeline")
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # deprecated in favour of CUDA memory snapshots, which do not see the CPU
+        warnings.filterwarnings("ignore", "`export_memory_timeline` is deprecated")
+        path = Path(tmp) / "timeline.json"
+        prof.export_memory_timeline(str(path), where)
+        _, sizes = json.loads(path.read_text())
+    rows = [row[1 : 1 + len(TIMELINE_CATEGORIES)] for row in sizes]
+    peak = max(range(len(rows)), key=lambda i: sum(rows[i]))
+    return {
+        "peak_live_bytes": sum(rows[peak]),
+        "at_peak": dict(zip(TIMELINE_CATEGORIES, rows[peak], strict=True)),
+        "max_by_category": {
+            c: max(row[i] for row in rows) for i, c in enumerate(TIMELINE_CATEGORIES)
+        },
+        "source": "torch.profiler memory timeline of one step after the warm-up",
+    }
 
 
 def variant_report(v: Variant, stage: int) -> dict:

@@ -103,16 +103,22 @@ def train_rates(records: list[dict], stage: int) -> list[Candidate]:
 
 
 def stage2_peak_memory(records: list[dict]) -> list[Candidate]:
-    """Peak GPU memory of the fp32 ``block`` variant in stage 2 at PBMC size (bytes)."""
-    return [
-        Candidate(v["memory"]["peak_allocated_bytes"], name, r)
-        for r in records
-        if is_pbmc_train(r, 2)
-        for name, v in r.get("variants", {}).items()
-        if name.startswith("block")
-        and v["performance"]["precision"] == "fp32"
-        and "peak_allocated_bytes" in v.get("memory", {})
-    ]
+    """Peak memory of the fp32 ``block`` variants in stage 2 at PBMC size (bytes): CUDA's
+    peak allocation, or else the peak of live tensors from a ``--memory-timeline`` run."""
+    out = []
+    for r in records:
+        if not is_pbmc_train(r, 2):
+            continue
+        for name, v in r.get("variants", {}).items():
+            if not name.startswith("block") or v["performance"]["precision"] != "fp32":
+                continue
+            memory = v.get("memory", {})
+            if "peak_allocated_bytes" in memory:
+                out.append(Candidate(memory["peak_allocated_bytes"], name, r))
+            elif "timeline" in memory:
+                peak = memory["timeline"]["peak_live_bytes"]
+                out.append(Candidate(peak, f"{name} (live tensors, memory profiler)", r))
+    return out
 
 
 def sampling_rates(records: list[dict]) -> list[Candidate]:

@@ -237,10 +237,27 @@ def test_report_targets_judges_gpu_records_only(bench, train_record, tmp_path):
 
 def test_report_targets_marks_cpu_figures(bench, train_record, tmp_path):
     cpu = pbmc_record(train_record, 2, "cpu", {"block": 0.38, "block-plain": 0.33})
+    cpu["variants"]["block"]["memory"]["timeline"] = {"peak_live_bytes": 2**30}
     (tmp_path / "s2.json").write_text(json.dumps(cpu))
     rows = {r.target: r for r in bench("report_targets").main([str(tmp_path / "s2.json")])}
     s2 = rows["stage 2 >= 350 steps/s (H100)"]
     assert (s2.figure, s2.meets, s2.variant) == ("0.38 steps/s", "not on a GPU", "block (fp32)")
+    memory = rows["stage 2 peak GPU memory < 4 GB"]
+    assert (memory.figure, memory.meets) == ("1.00 GiB", "not on a GPU")
+    assert memory.variant == "block (live tensors, memory profiler)"
+
+
+def test_bench_train_memory_timeline(bench):
+    """Peak bytes of live tensors in a step, by category, from torch's memory profiler."""
+    args = ["--stage", "2", "--batch-size", "16", "--steps", "1", "--warmup", "1"]
+    result = bench("bench_train").main([*TINY, *args, "--memory-timeline"])
+    memory = result["variants"]["block"]["memory"]
+    timeline = memory["timeline"]
+    held = memory["weights_and_buffers"] + memory["optimizer_state"]
+    assert timeline["peak_live_bytes"] > held  # and the step's activations on top
+    assert timeline["peak_live_bytes"] == sum(timeline["at_peak"].values())
+    assert timeline["max_by_category"]["optimizer_state"] == memory["optimizer_state"]
+    assert timeline["max_by_category"]["activation"] > 0
 
 
 def test_gpu_suite_commands_are_valid(bench):
