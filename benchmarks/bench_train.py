@@ -60,6 +60,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import flop_registry
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -132,6 +135,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-tf32", action="store_true")
     p.add_argument("--optimizer", default="auto", choices=("auto", "fused", "foreach", "for-loop"))
     p.add_argument("--profile-groups", action="store_true", help="gather vs bmm of the TGs")
+    p.add_argument(
+        "--flops", action="store_true", help="count the floating-point operations of a step"
+    )
     p.add_argument(
         "--memory-timeline",
         action="store_true",
@@ -292,6 +298,7 @@ class Variant:
     rounds: list[float] = field(default_factory=list)
     memory: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
+    flops: dict | None = None
 
 
 def variants(args: argparse.Namespace) -> list[Variant]:
@@ -376,6 +383,8 @@ def time_interleaved(
         v.memory = {"peak_rss_bytes_after_warmup": peak_rss_bytes(), **state_bytes(v)}
         if args.memory_timeline and v is vs[0]:
             v.memory["timeline"] = memory_timeline(v, device)
+        if args.flops and v is vs[0]:
+            v.flops = count_flops(v, device)
     per_round = [
         args.steps // args.rounds + (r < args.steps % args.rounds) for r in range(args.rounds)
     ]
@@ -401,6 +410,8 @@ def time_sequential(
         build(v)
         run_steps(v, args.warmup, device)
         timeline = memory_timeline(v, device) if args.memory_timeline and v is vs[0] else None
+        if args.flops and v is vs[0]:
+            v.flops = count_flops(v, device)
         wall, cpu = run_steps(v, args.steps, device)
         v.seconds, v.cpu_seconds, v.steps, v.rounds = wall, cpu, args.steps, [args.steps / wall]
         v.memory = {
@@ -412,6 +423,39 @@ def time_sequential(
         if timeline is not None:
             v.memory["timeline"] = timeline
         v.stage = v.module = None
+
+
+class FlopCounter(TorchDispatchMode):
+    """Floating-point operations of every dispatched operation that torch's flop counter knows
+    (matrix products, batched and not, convolutions, attention), backward passes included."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_operation: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            shapes = tree_map(lambda x: x.shape if isinstance(x, torch.Tensor) else x, args)
+            kw = tree_map(lambda x: x.shape if isinstance(x, torch.Tensor) else x, kwargs)
+            out_shapes = tree_map(lambda x: x.shape if isinstance(x, torch.Tensor) else x, out)
+            name = str(func._overloadpacket)
+            flops = count(*shapes, **kw, out_val=out_shapes)
+            self.by_operation[name] = self.by_operation.get(name, 0) + flops
+        return out
+
+
+def count_flops(variant: Variant, device: torch.device) -> dict:
+    """Floating-point operations of one more step of ``variant`` (torch's per-operation flop
+    formulas; elementwise operations are not counted)."""
+    with FlopCounter() as counter:
+        run_steps(variant, 1, device)
+    return {
+        "per_step": sum(counter.by_operation.values()),
+        "by_operation": dict(sorted(counter.by_operation.items(), key=lambda kv: -kv[1])),
+    }
 
 
 #: Columns of torch's memory timeline after the leading zero column, in torch's order.
@@ -479,6 +523,7 @@ def variant_report(v: Variant, stage: int) -> dict:
         "hours_for_paper_steps": PAPER_STEPS[stage] / rate / 3600 if rate else None,
         "memory": v.memory,
         "parameters": v.parameters,
+        **({"flops": v.flops} if v.flops is not None else {}),
     }
 
 

@@ -247,6 +247,17 @@ def test_report_targets_marks_cpu_figures(bench, train_record, tmp_path):
     assert memory.variant == "block (live tensors, memory profiler)"
 
 
+def test_bench_train_counts_flops_in_proportion_to_the_batch(bench):
+    def flops(batch: int) -> dict:
+        args = ["--stage", "2", "--batch-size", str(batch), "--steps", "1", "--warmup", "1"]
+        return bench("bench_train").main([*TINY, *args, "--flops"])["variants"]["block"]["flops"]
+
+    small, large = flops(16), flops(32)
+    assert small["per_step"] == sum(small["by_operation"].values()) > 0
+    assert {"aten.mm", "aten.addmm", "aten.baddbmm"} <= set(small["by_operation"])
+    assert large["per_step"] == 2 * small["per_step"]  # every product is linear in the batch
+
+
 def test_bench_train_memory_timeline(bench):
     """Peak bytes of live tensors in a step, by category, from torch's memory profiler."""
     args = ["--stage", "2", "--batch-size", "16", "--steps", "1", "--warmup", "1"]
