@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flops", action="store_true", help="count the operations of one block")
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
 
@@ -93,6 +94,15 @@ def time_block_size(module, block: int, args, device) -> dict:
     return row
 
 
+def flops_per_cell(module, device, block: int = 1024) -> float:
+    """Floating-point operations of generating one cell (one block of ``block`` cells counted
+    with torch's per-operation formulas, divided by ``block``)."""
+    rng = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad(), bt.FlopCounter() as counter:
+        generate_block(module, block, rng, device, to_host=False)
+    return sum(counter.by_operation.values()) / block
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; print the JSON result (and write it with ``--json``)."""
     args = parse_args(argv)
@@ -125,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
             "width": width,
         },
         "block_sizes": rows,
+        **({"flops_per_cell": flops_per_cell(module, device)} if args.flops else {}),
         "environment": {**env, "load_1min_after": bt.load_average()},
     }
     text = json.dumps(result, indent=2)

@@ -97,6 +97,26 @@ def test_bench_sample(bench, tmp_path):
     assert json.loads(out.read_text())["grn"]["edges"] == 45
 
 
+def test_bench_sample_counts_the_matrix_products_of_a_cell(bench):
+    """Two operations per weight of the generation path (controller layers and target
+    generators; biases and BatchNorm are elementwise and not counted)."""
+    tiny = [a for a in TINY if a not in ("--cells", "80")]
+    result = bench("bench_sample").main([*tiny, "--block-sizes", "8", "--cells", "8", "--flops"])
+    bt = bench("bench_train")
+    regulators = bt.random_grn(5, 15, 3, "fixed", 0)
+    depth, width = bt.architecture(bt.parse_args([*TINY]), 45)
+    module = bt.build_module(20, 5, regulators, depth, width, 0, "tiny")
+    controller = sum(
+        m.weight.numel() for m in module.controller.modules() if isinstance(m, torch.nn.Linear)
+    )
+    generators = sum(
+        p.numel()
+        for name, p in module.target_generators.named_parameters()
+        if ".weights." in name or name.endswith("out_weight")
+    )
+    assert result["flops_per_cell"] == 2 * (controller + generators)
+
+
 # ------------------------------------------------------------------------------- dense reference
 def random_regulators(n_tfs: int, n_targets: int, max_degree: int, seed: int = 0):
     rng = np.random.default_rng(seed)
