@@ -1,5 +1,7 @@
-"""Whole-step CUDA graphs: warm-up, capture, replay and fallback logic (on the CPU through a
-recording backend), and on a GPU the captured steps against the eager ones."""
+"""Whole-step CUDA graphs, tested on the CPU: the warm-up, capture, replay and fallback logic
+(through a recording backend), the CUDA backend's calls (through a stand-in for torch.cuda),
+and what makes a replay equal to an eager step (recorded at torch's dispatcher); on a GPU, the
+captured steps against the eager ones."""
 
 from __future__ import annotations
 
