@@ -24,7 +24,7 @@ import torch
 
 import groundgan as gg
 from groundgan.model._io import Checkpointer, CheckpointLockedError, verify
-from groundgan.train import NonFiniteLossError, WGANGPStage
+from groundgan.train import GroundGANStage, NonFiniteLossError, TrainingInterrupted, WGANGPStage
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 # tests/conftest.py's tiny_model_kwargs (a module-scoped reference run cannot use that fixture)
@@ -180,6 +180,35 @@ def test_kill_between_stages_resume_in_new_process(reference, worker_files, tmp_
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
     assert_same_weights(torch.load(out, weights_only=True), reference["state"])
+
+
+# stopped with Ctrl-C ------------------------------------------------------------------------
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_there(
+    cells, reference, tmp_path, monkeypatch
+):
+    """A first Ctrl-C finishes the step in progress and writes a checkpoint of it (between
+    the regular ones), from which training resumes exactly."""
+    step, calls = GroundGANStage.step, []
+
+    def step_with_ctrl_c(stage):
+        calls.append(stage.name)
+        if calls.count("stage2") == 10:
+            signal.raise_signal(signal.SIGINT)  # arrives during step 10 of stage 2
+        return step(stage)
+
+    monkeypatch.setattr(GroundGANStage, "step", step_with_ctrl_c)
+    directory = tmp_path / "ck"
+    with pytest.raises(TrainingInterrupted, match="stage2: interrupted after step 10"):
+        train(new_model(cells), directory)
+    monkeypatch.undo()
+    assert names(directory)[-2:] == [
+        "checkpoint-stage2-000000008.pt",
+        "checkpoint-stage2-000000010.pt",
+    ]
+    assert verify(directory / "checkpoint-stage2-000000010.pt") is None
+    model = train(new_model(cells), directory)
+    assert model.steps_ == reference["steps"]
+    assert_same_weights(model.module.state_dict(), reference["state"])
 
 
 # resumed from copies of the reference's checkpoints ---------------------------------------

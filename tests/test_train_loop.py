@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from groundgan.train import GroundGANStage, StageSettings, run_stage
+from groundgan.train import GroundGANStage, StageSettings, TrainingInterrupted, run_stage
 from groundgan.train._loop import interrupt_after_step
 from tiny_networks import tiny_cells, tiny_module
 
@@ -48,8 +48,10 @@ def test_first_ctrl_c_finishes_the_step_then_stops():
     interrupted, reference = new_stage(), new_stage()
     interrupting(interrupted, at_step=3)
     rows: list[dict] = []
-    with pytest.raises(KeyboardInterrupt, match="stage2: interrupted after step 3"):
+    with pytest.raises(TrainingInterrupted, match="stage2: interrupted after step 3") as stop:
         run_stage(interrupted, 0, 6, log_every=2, progress_bar=False, rows=rows)
+    assert isinstance(stop.value, KeyboardInterrupt)
+    assert (stop.value.stage, stop.value.step) == ("stage2", 3)
     assert interrupted.completed_steps == 3
     assert [r["step"] for r in rows] == [2, 3]  # the buffered step is logged too
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -65,7 +67,7 @@ def test_second_ctrl_c_stops_at_once():
     interrupting(stage, at_step=2, times=2)
     with pytest.raises(KeyboardInterrupt) as caught:
         run_stage(stage, 0, 6, progress_bar=False)
-    assert "interrupted after step" not in str(caught.value)
+    assert not isinstance(caught.value, TrainingInterrupted)
     assert stage.completed_steps == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

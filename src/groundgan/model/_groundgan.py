@@ -21,6 +21,7 @@ from ..train import (
     GroundGANStage,
     PerformanceOptions,
     StageSettings,
+    TrainingInterrupted,
     WGANGPStage,
     run_stage,
 )
@@ -277,6 +278,11 @@ class GroundGAN:
         Fewer training cells than a batch: the batch shrinks to the number of cells, with a
         warning; fewer than 10 cells are refused.
 
+        A first Ctrl-C (or a notebook's interrupt) finishes the step in progress, writes a
+        checkpoint of it when there is a ``checkpoint_dir``, and raises
+        :class:`~groundgan.model.TrainingInterrupted`; calling ``train`` again (or resuming
+        from the checkpoints) continues exactly where it stopped. A second Ctrl-C stops at once.
+
         Parameters
         ----------
         device
@@ -367,6 +373,10 @@ class GroundGAN:
                 self._train_stage(
                     name, settings[name], performance, data, hooks, progress_bar, log_every
                 )
+        except TrainingInterrupted:
+            if checkpoints is not None:  # a clean stop: keep it, so that a resume starts here
+                checkpoints.write(self, dict(self.steps_))
+            raise
         finally:
             if checkpoints is not None:
                 checkpoints.close()

@@ -1,6 +1,6 @@
 """WGAN-GP training: stages, the loop, schedules. Knows tensors and networks, not genes."""
 
-from ._loop import NonFiniteLossError, run_stage
+from ._loop import NonFiniteLossError, TrainingInterrupted, run_stage
 from ._performance import PerformanceOptions
 from ._stages import ControllerStage, GroundGANStage, StageSettings, WGANGPStage, gradient_penalty
 
@@ -10,6 +10,7 @@ __all__ = [
     "NonFiniteLossError",
     "PerformanceOptions",
     "StageSettings",
+    "TrainingInterrupted",
     "WGANGPStage",
     "gradient_penalty",
     "run_stage",

@@ -21,6 +21,15 @@ class NonFiniteLossError(FloatingPointError):
     """A training loss became NaN or infinite."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training cleanly: after step ``step`` of stage ``stage``, with every
+    weight that of a completed step."""
+
+    def __init__(self, stage: str, step: int):
+        super().__init__(f"{stage}: interrupted after step {step}")
+        self.stage, self.step = stage, step
+
+
 def run_stage(
     stage: WGANGPStage,
     start_step: int,
@@ -40,7 +49,8 @@ def run_stage(
     :class:`NonFiniteLossError` naming the stage and step.
 
     A first Ctrl-C (SIGINT, also a notebook's interrupt) lets the step in progress finish,
-    logs the losses buffered so far and then raises :class:`KeyboardInterrupt`, so that every
+    logs the losses buffered so far and then raises :class:`TrainingInterrupted` (a
+    :class:`KeyboardInterrupt`), so that every
     weight belongs to a completed step and training continues exactly where it stopped; a
     second Ctrl-C stops at once. (Only in the main thread, and only where Python's default
     SIGINT handler is installed.)
@@ -82,7 +92,7 @@ def run_stage(
                     hook(stage, step)
                 bar.update(1)
                 if stopping:
-                    raise KeyboardInterrupt(f"{stage.name}: interrupted after step {step}")
+                    raise TrainingInterrupted(stage.name, step)
         finally:
             bar.close()
     return rows
