@@ -49,11 +49,11 @@ def run_stage(
     :class:`NonFiniteLossError` naming the stage and step.
 
     A first Ctrl-C (SIGINT, also a notebook's interrupt) lets the step in progress finish,
-    logs the losses buffered so far and then raises :class:`TrainingInterrupted` (a
-    :class:`KeyboardInterrupt`), so that every
-    weight belongs to a completed step and training continues exactly where it stopped; a
-    second Ctrl-C stops at once. (Only in the main thread, and only where Python's default
-    SIGINT handler is installed.)
+    logs the losses buffered so far, runs the hooks due at that step and then raises
+    :class:`TrainingInterrupted` (a :class:`KeyboardInterrupt`): every weight belongs to a
+    completed step, and training continues exactly where it stopped. A second Ctrl-C stops at
+    once. (Only in the main thread, and only where Python's default SIGINT handler is
+    installed.)
 
     Returns the log rows; given a ``rows`` list, they are appended to it as they are logged, so
     that the caller keeps them when training is interrupted.
