@@ -9,11 +9,11 @@ import shlex
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from groundgan.nn import TargetGenerators
+from tiny_networks import random_regulators
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = ["--genes", "20", "--tfs", "5", "--tfs-per-target", "3", "--architecture", "tiny"]
@@ -118,14 +118,6 @@ def test_bench_sample_counts_the_matrix_products_of_a_cell(bench):
 
 
 # ------------------------------------------------------------------------------- dense reference
-def random_regulators(n_tfs: int, n_targets: int, max_degree: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return [
-        sorted(rng.choice(n_tfs, size=rng.integers(1, max_degree + 1), replace=False).tolist())
-        for _ in range(n_targets)
-    ]
-
-
 @pytest.fixture
 def block_and_dense(bench):
     dense_reference = bench("dense_reference")

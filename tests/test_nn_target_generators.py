@@ -9,14 +9,7 @@ import torch.nn.functional as F
 
 from groundgan.nn import GroundGANModule, TargetGenerators
 from groundgan.nn._blocks import BN_EPS
-
-
-def random_regulators(n_tfs: int, n_targets: int, max_degree: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return [
-        sorted(rng.choice(n_tfs, size=rng.integers(1, max_degree + 1), replace=False).tolist())
-        for _ in range(n_targets)
-    ]
+from tiny_networks import random_regulators
 
 
 @pytest.fixture

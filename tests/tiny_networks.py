@@ -1,4 +1,5 @@
-"""A tiny GroundGANModule and its training cells, shared by the training-stage tests."""
+"""A tiny GroundGANModule, random GRNs and training cells, shared by the network and training
+tests."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ from groundgan.nn import GroundGANModule
 N_TFS, N_TARGETS = 4, 10
 
 
-def tiny_module(seed: int = 0) -> GroundGANModule:
+def random_regulators(n_tfs: int, n_targets: int, max_degree: int, seed: int = 0):
+    """Per target, 1 to ``max_degree`` distinct TFs (sorted indices), seeded."""
     rng = np.random.default_rng(seed)
-    regulators = [
-        sorted(rng.choice(N_TFS, size=rng.integers(1, 4), replace=False).tolist())
-        for _ in range(N_TARGETS)
+    return [
+        sorted(rng.choice(n_tfs, size=rng.integers(1, max_degree + 1), replace=False).tolist())
+        for _ in range(n_targets)
     ]
+
+
+def tiny_module(seed: int = 0) -> GroundGANModule:
+    regulators = random_regulators(N_TFS, N_TARGETS, max_degree=3, seed=seed)
     torch.manual_seed(seed)
     return GroundGANModule(
         n_genes=N_TFS + N_TARGETS,
