@@ -74,8 +74,7 @@ from dense_reference import (  # noqa: E402
     dense_training_bytes,
 )
 
-from groundgan.model._groundgan import paper_depth_width  # noqa: E402
-from groundgan.nn import GroundGANModule  # noqa: E402
+from groundgan.nn import GroundGANModule, paper_depth_width  # noqa: E402
 from groundgan.train import ControllerStage, GroundGANStage, StageSettings, run_stage  # noqa: E402
 from groundgan.train._graphs import DEFAULT_WARMUP_STEPS  # noqa: E402
 from groundgan.train._performance import PerformanceOptions  # noqa: E402

@@ -4,12 +4,15 @@
 #   bash benchmarks/gpu_suite.sh OUT [PART ...]
 #
 # PARTs (default: all of them, in this order): tests, stage2, stage1, sample, dense, largest.
+# Needs torch, numpy and tqdm only (not the single-cell stack), with src/ on PYTHONPATH or the
+# package installed.
 # Each part fits in a few minutes on an H100, so the suite can be run part by part where jobs
 # are time-limited. Every command's output goes to OUT/<name>.out, its record to
 # OUT/<name>.json and a line to OUT/suite.log; at the end OUT/targets.md holds the targets
 # against the records found in OUT (benchmarks/report_targets.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"  # the package need not be installed
 
 out=${1:?usage: bash benchmarks/gpu_suite.sh OUT [tests|stage2|stage1|sample|dense|largest ...]}
 shift
@@ -29,10 +32,12 @@ run() {  # run NAME COMMAND...: one benchmark, its record written to OUT/NAME.js
 train="python benchmarks/bench_train.py --device cuda"
 for part in "${parts[@]}"; do
   case $part in
-    tests)  # the captured steps against the eager ones, and the other CUDA-only checks
+    tests)  # the captured steps against the eager ones, and the other training-stage tests;
+      # --noconftest: these need torch only, not the single-cell stack of the other tests
       echo "$(date -u +%FT%TZ) tests" | tee -a "$out/suite.log"
-      timeout "$limit" python -m pytest -q -p no:cacheprovider \
-        tests/test_train_graphs.py tests/test_train_performance.py >"$out/tests.out" 2>&1
+      timeout "$limit" python -m pytest -q -p no:cacheprovider --noconftest \
+        tests/test_train_graphs.py tests/test_train_performance.py tests/test_train_loop.py \
+        >"$out/tests.out" 2>&1
       echo "  exit $?" | tee -a "$out/suite.log" ;;
     stage2)
       run s2 $train --stage 2 --steps 2000 --warmup 200 --compare-plain

@@ -1,7 +1,34 @@
-"""groundgan: GRN-guided simulation of single-cell RNA-seq data with causal GANs."""
+"""groundgan: GRN-guided simulation of single-cell RNA-seq data with causal GANs.
 
-from . import baselines, datasets, grn, pl, pp, tl
+Submodules are imported on first use, so that ``groundgan.nn`` and ``groundgan.train`` (torch
+and numpy only) load without the single-cell stack, as on a bare GPU machine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .model import GroundGAN
+
+if TYPE_CHECKING:
+    from . import baselines, datasets, grn, pl, pp, tl
+    from .model import GroundGAN
 
 __all__ = ["GroundGAN", "baselines", "datasets", "grn", "pl", "pp", "tl", "__version__"]
+
+_SUBMODULES = {"baselines", "datasets", "grn", "model", "nn", "pl", "pp", "tl", "train"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name == "GroundGAN":
+        from .model import GroundGAN
+
+        return GroundGAN
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

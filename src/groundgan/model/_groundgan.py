@@ -15,7 +15,7 @@ from anndata import AnnData
 
 from .._validation import InvalidInputError, check_positive_int, matrix_of, to_dense
 from .._version import __version__
-from ..nn import GroundGANModule
+from ..nn import GroundGANModule, paper_depth_width
 from ..train import (
     ControllerStage,
     GroundGANStage,
@@ -30,7 +30,6 @@ from ._setup import GRNLayout, read_setup, record_setup, validate_setup
 
 STAGES = ("stage1", "stage2")
 MIN_CELLS = 10
-DENSE_EDGE_LIMIT = 5_000
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -38,14 +37,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def paper_depth_width(n_edges: int, depth, width) -> tuple[int, float]:
-    """The paper's rule: depth 3 / width 2 up to 5,000 edges, depth 2 / width 1 above."""
-    dense = n_edges > DENSE_EDGE_LIMIT
-    depth = (2 if dense else 3) if depth == "auto" else int(depth)
-    width = (1.0 if dense else 2.0) if width == "auto" else float(width)
-    return depth, width
 
 
 class GroundGAN:

@@ -2,7 +2,7 @@
 
 from ._blocks import MLP, DenseLayer, LibrarySizeNormalization
 from ._networks import CausalController, Critic, GenerationRecord, GroundGANModule, Labeler
-from ._target_generators import TargetGenerators
+from ._target_generators import TargetGenerators, paper_depth_width
 
 __all__ = [
     "MLP",
@@ -14,4 +14,5 @@ __all__ = [
     "Labeler",
     "LibrarySizeNormalization",
     "TargetGenerators",
+    "paper_depth_width",
 ]

@@ -21,6 +21,17 @@ from torch import Tensor, nn
 from ._blocks import BN_EPS, BatchStats
 
 NOISE_PER_GENE = 1
+#: Above this many GRN edges the paper's rule makes the target generators shallower and narrower.
+DENSE_EDGE_LIMIT = 5_000
+
+
+def paper_depth_width(n_edges: int, depth, width) -> tuple[int, float]:
+    """The paper's rule: depth 3 / width 2 up to 5,000 edges, depth 2 / width 1 above
+    (``"auto"``); given values are kept."""
+    dense = n_edges > DENSE_EDGE_LIMIT
+    depth = (2 if dense else 3) if depth == "auto" else int(depth)
+    width = (1.0 if dense else 2.0) if width == "auto" else float(width)
+    return depth, width
 
 
 def grouped_batch_norm(
