@@ -298,6 +298,7 @@ class Variant:
     memory: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
     flops: dict | None = None
+    memory_timeline: dict | None = None
 
 
 def variants(args: argparse.Namespace) -> list[Variant]:
@@ -380,10 +381,8 @@ def time_interleaved(
         build(v)
         run_steps(v, args.warmup, device)
         v.memory = {"peak_rss_bytes_after_warmup": peak_rss_bytes(), **state_bytes(v)}
-        if args.memory_timeline and v is vs[0]:
-            v.memory["timeline"] = memory_timeline(v, device)
-        if args.flops and v is vs[0]:
-            v.flops = count_flops(v, device)
+        if v is vs[0]:
+            profile_step(v, args, device)
     per_round = [
         args.steps // args.rounds + (r < args.steps % args.rounds) for r in range(args.rounds)
     ]
@@ -408,9 +407,8 @@ def time_sequential(
         before = torch.cuda.memory_allocated(device)
         build(v)
         run_steps(v, args.warmup, device)
-        timeline = memory_timeline(v, device) if args.memory_timeline and v is vs[0] else None
-        if args.flops and v is vs[0]:
-            v.flops = count_flops(v, device)
+        if v is vs[0]:
+            profile_step(v, args, device)
         wall, cpu = run_steps(v, args.steps, device)
         v.seconds, v.cpu_seconds, v.steps, v.rounds = wall, cpu, args.steps, [args.steps / wall]
         v.memory = {
@@ -419,8 +417,6 @@ def time_sequential(
             "peak_reserved_bytes": torch.cuda.max_memory_reserved(device),
             **state_bytes(v),
         }
-        if timeline is not None:
-            v.memory["timeline"] = timeline
         v.stage = v.module = None
 
 
@@ -437,13 +433,24 @@ class FlopCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         count = flop_registry.get(func._overloadpacket)
         if count is not None:
-            shapes = tree_map(lambda x: x.shape if isinstance(x, torch.Tensor) else x, args)
-            kw = tree_map(lambda x: x.shape if isinstance(x, torch.Tensor) else x, kwargs)
-            out_shapes = tree_map(lambda x: x.shape if isinstance(x, torch.Tensor) else x, out)
+            shapes = tree_map(_shape, (args, kwargs, out))
+            flops = count(*shapes[0], **shapes[1], out_val=shapes[2])
             name = str(func._overloadpacket)
-            flops = count(*shapes, **kw, out_val=out_shapes)
             self.by_operation[name] = self.by_operation.get(name, 0) + flops
         return out
+
+
+def _shape(x):
+    return x.shape if isinstance(x, torch.Tensor) else x
+
+
+def profile_step(variant: Variant, args: argparse.Namespace, device: torch.device) -> None:
+    """The extra one-step measurements asked for (``--flops``, ``--memory-timeline``), each on
+    a step of its own after the warm-up."""
+    if args.flops:
+        variant.flops = count_flops(variant, device)
+    if args.memory_timeline:
+        variant.memory_timeline = memory_timeline(variant, device)
 
 
 def count_flops(variant: Variant, device: torch.device) -> dict:
@@ -520,7 +527,10 @@ def variant_report(v: Variant, stage: int) -> dict:
         "cpu_seconds_per_step": v.cpu_seconds / v.steps if v.steps else None,
         "steps_per_s_per_round": v.rounds,
         "hours_for_paper_steps": PAPER_STEPS[stage] / rate / 3600 if rate else None,
-        "memory": v.memory,
+        "memory": {
+            **v.memory,
+            **({"timeline": v.memory_timeline} if v.memory_timeline is not None else {}),
+        },
         "parameters": v.parameters,
         **({"flops": v.flops} if v.flops is not None else {}),
     }
