@@ -168,8 +168,9 @@ def test_example_config_is_valid():
     assert config["train"]["max_steps_stage1"] == 1000
     assert config["model"]["controller_hidden"] == [128, 256, 512]
     assert config["perturb"]["perturbations"] == [{"SPI1": 0.0}]
-    # defaults filled in from the model's signature
-    assert config["train"]["n_critic"] == 5
+    # defaults filled in from the model's signature; hyperparameters not set come from the recipe
+    assert config["train"]["recipe"] == "paper"
+    assert "n_critic" not in config["train"]
     assert config["model"]["calibrate_targets"] is True
 
 
@@ -178,7 +179,8 @@ def test_schema_follows_the_model_api():
     init = set(inspect.signature(gg.GroundGAN.__init__).parameters) - {"self", "adata"}
     assert set(options["model"]) == init
     train = set(inspect.signature(gg.GroundGAN.train).parameters)
-    assert set(options["train"]) == train - {"self", "checkpoint_dir", "validation_adata"}
+    excluded = {"self", "checkpoint_dir", "validation_adata", "callbacks"}
+    assert set(options["train"]) == train - excluded
     assert {"n_estimators", "n_pcs", "seed", "enabled", "plot"} <= set(options["evaluate"])
 
 

@@ -261,3 +261,41 @@ def test_interrupted_training_keeps_steps_and_logged_losses(model, monkeypatch):
     monkeypatch.undo()
     model.train(**TRAIN)  # continues from step 3 of stage 2
     assert model.steps_["stage2"] == 6 and list(model.history_["step"])[-1] == 6
+
+
+def test_callbacks_see_the_model_at_their_steps_and_leave_training_alone(
+    pbmc_grn_cells, tiny_model_kwargs
+):
+    adata, grn = pbmc_grn_cells
+    gg.GroundGAN.setup_anndata(adata, grn=grn)
+    run = dict(max_steps_stage1=7, max_steps_stage2=5, batch_size_stage2=64, progress_bar=False)
+    seen, cells = [], []
+
+    def callback(model, stage, step):
+        seen.append((stage, step, model.steps_[stage]))
+        if stage == "stage2":
+            cells.append(model.sample(8, seed=0).X)  # sampling draws no training randomness
+
+    watched = gg.GroundGAN(adata, **tiny_model_kwargs)
+    watched.train(callbacks=[(3, callback)], **run)
+    assert seen == [
+        ("stage1", 3, 3),
+        ("stage1", 6, 6),
+        ("stage1", 7, 7),
+        ("stage2", 3, 3),
+        ("stage2", 5, 5),
+    ]
+    plain = gg.GroundGAN(adata, **tiny_model_kwargs)
+    plain.train(**run)
+    for key, value in plain.module.state_dict().items():
+        assert torch.equal(value, watched.module.state_dict()[key]), key
+    np.testing.assert_array_equal(cells[-1], plain.sample(8, seed=0).X)
+
+
+@pytest.mark.parametrize("callbacks", [[(0, print)], [(5, "print")], [print]])
+def test_bad_callbacks_are_refused(model, callbacks):
+    with pytest.raises(ValueError):
+        model.train(
+            callbacks=callbacks, max_steps_stage1=2, max_steps_stage2=2, batch_size_stage2=64
+        )
+    assert model.steps_ == {"stage1": 0, "stage2": 0}

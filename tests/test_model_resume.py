@@ -350,3 +350,15 @@ def test_non_finite_weights_are_never_checkpointed(cells, tmp_path):
     finally:
         checkpoints.close()
     assert names(tmp_path / "ck") == []
+
+
+@pytest.mark.parametrize(
+    "upto", ["checkpoint-stage1-000000012.pt", "checkpoint-stage2-000000008.pt"]
+)
+def test_resume_with_weight_averages_is_exact(cells, tmp_path, upto):
+    reference = train(new_model(cells), tmp_path / "ref", keep_checkpoints=100, ema_decay=0.9)
+    expected = {k: v.detach().clone() for k, v in reference.module.state_dict().items()}
+    assert any(k.startswith("ema.target_generators.") for k in expected)
+    copy_checkpoints(tmp_path / "ref", tmp_path / "ck", upto)
+    resumed = train(new_model(cells), tmp_path / "ck", ema_decay=0.9)
+    assert_same_weights(resumed.module.state_dict(), expected)

@@ -91,3 +91,17 @@ def _deferring() -> bool:
     before = signal.getsignal(signal.SIGINT)
     with interrupt_after_step():
         return signal.getsignal(signal.SIGINT) is not before
+
+
+def test_stop_after_ends_the_stage_after_that_step_like_a_last_step():
+    stage, seen = new_stage(), []
+    hooks = [(50, lambda stage, step: seen.append(step))]
+    rows = run_stage(
+        stage, 0, 20, log_every=4, progress_bar=False, hooks=hooks, stop_after=lambda s: s == 7
+    )
+    assert stage.completed_steps == 7
+    assert [r["step"] for r in rows] == [4, 7]  # the losses of steps 5-7 are logged
+    assert seen == [7]  # hooks due "after the last step" run there
+    # the rest of the stage can follow, as after an interruption
+    rest = run_stage(stage, 7, 20, log_every=4, progress_bar=False)
+    assert stage.completed_steps == 20 and rest[0]["step"] == 11

@@ -324,11 +324,30 @@ _KNOWN_KINDS = {
     "sigma": Kind('"real", "pooled" or a positive number', _check_sigma),
     "n_pcs": Kind("a positive integer", _check_positive_int),
     "n_jobs": INT,
+    # train()'s hyperparameters default to None (the recipe's value): absent keys stay None
+    "max_steps_stage1": POSITIVE_INT,
+    "max_steps_stage2": POSITIVE_INT,
+    "batch_size_stage1": POSITIVE_INT,
+    "batch_size_stage2": POSITIVE_INT,
+    "n_critic": POSITIVE_INT,
+    "gp_lambda": FLOAT,
+    "lr_stage1": POSITIVE_FLOAT,
+    "lr_stage1_final": POSITIVE_FLOAT,
+    "lr_generator_stage2": POSITIVE_FLOAT,
+    "lr_generator_stage2_final": POSITIVE_FLOAT,
+    "lr_critic_stage2": POSITIVE_FLOAT,
+    "lr_critic_stage2_final": POSITIVE_FLOAT,
+    "lr_labeler": POSITIVE_FLOAT,
+    "weight_decay": FLOAT,
+    "recipe": _choice("paper", "fast"),
+    "max_time": POSITIVE_FLOAT,
+    "ema_decay": FLOAT,
+    "stage1_time_share": POSITIVE_FLOAT,
 }
 
 #: Keyword arguments that ``groundgan run`` sets itself.
 _MODEL_EXCLUDED = {"self", "adata"}
-_TRAIN_EXCLUDED = {"self", "checkpoint_dir", "validation_adata"}
+_TRAIN_EXCLUDED = {"self", "checkpoint_dir", "validation_adata", "callbacks"}
 _EVALUATE_EXCLUDED = {"real", "sim", "layer", "verbose", "control"}
 
 

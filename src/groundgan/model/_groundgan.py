@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,10 +26,12 @@ from ..train import (
     WGANGPStage,
     run_stage,
 )
-from . import _io, _monitor, _perturb, _sampling
+from . import _budget, _io, _monitor, _perturb, _recipes, _sampling
 from ._setup import GRNLayout, read_setup, record_setup, validate_setup
 
 STAGES = ("stage1", "stage2")
+#: ``callback(model, stage, step)``, see :meth:`GroundGAN.train`.
+TrainingCallback = Callable[["GroundGAN", str, int], None]
 MIN_CELLS = 10
 
 
@@ -138,6 +141,8 @@ class GroundGAN:
                 library_size=self.library_size,
             )
         self.steps_ = {stage: 0 for stage in STAGES}
+        #: how the last train() call was set up: recipe, hyperparameters, time budget, speeds
+        self.train_record_: dict[str, Any] = {}
         self.history_ = pd.DataFrame()
         self._running_rows: list[dict] = []  # loss rows of the stage being trained
         self.validation_history_ = pd.DataFrame()
@@ -231,20 +236,20 @@ class GroundGAN:
     # training ------------------------------------------------------------------------------
     def train(
         self,
-        max_steps_stage1: int = 200_000,
-        max_steps_stage2: int = 1_000_000,
-        batch_size_stage1: int = 128,
-        batch_size_stage2: int = 1024,
-        n_critic: int = 5,
-        gp_lambda: float = 10.0,
-        lr_stage1: float = 1e-4,
-        lr_stage1_final: float = 1e-5,
-        lr_generator_stage2: float = 1e-3,
-        lr_generator_stage2_final: float = 1e-4,
-        lr_critic_stage2: float = 1e-3,
-        lr_critic_stage2_final: float = 1e-3,
-        lr_labeler: float = 1e-4,
-        weight_decay: float = 0.01,
+        max_steps_stage1: int | None = None,
+        max_steps_stage2: int | None = None,
+        batch_size_stage1: int | None = None,
+        batch_size_stage2: int | None = None,
+        n_critic: int | None = None,
+        gp_lambda: float | None = None,
+        lr_stage1: float | None = None,
+        lr_stage1_final: float | None = None,
+        lr_generator_stage2: float | None = None,
+        lr_generator_stage2_final: float | None = None,
+        lr_critic_stage2: float | None = None,
+        lr_critic_stage2_final: float | None = None,
+        lr_labeler: float | None = None,
+        weight_decay: float | None = None,
         device: str | torch.device = "auto",
         precision: str = "fp32",
         cuda_graphs: bool = False,
@@ -257,17 +262,30 @@ class GroundGAN:
         log_every: int = 100,
         validation_adata: AnnData | None = None,
         validate_every: int = 10_000,
+        callbacks: Sequence[tuple[int, TrainingCallback]] = (),
+        *,
+        recipe: str = "paper",
+        max_time: float | timedelta | None = None,
+        ema_decay: float | None = None,
+        stage1_time_share: float | None = None,
     ) -> None:
         """Train stage 1 (causal controller) and then stage 2 (GRouNdGAN).
+
+        Hyperparameters left at ``None`` come from ``recipe``: ``"paper"`` (the default) is the
+        paper's schedule, ``"fast"`` groundgan's recipe for short budgets (see
+        :doc:`/realism` for the learning curves behind it). Explicit values override the
+        recipe's. ``max_time`` trains the best model that fits a time budget.
 
         ``max_steps_stage*`` are totals: a repeated or resumed call trains up to them, never
         past them and never from zero again. A step is one generator update with its
         ``n_critic`` critic updates. Learning rates decay exponentially from the first to the
         ``_final`` value over the stage's total steps (stage 1: generator and critic alike; the
-        stage-2 critic is constant by default, as in the reference implementation).
+        stage-2 critic is constant in both recipes, as in the reference implementation).
 
         Fewer training cells than a batch: the batch shrinks to the number of cells, with a
-        warning; fewer than 10 cells are refused.
+        warning; fewer than 10 cells are refused. On a CPU, a stage estimated (after its first
+        steps) to need more than an hour warns with the estimate and names ``max_time`` and
+        ``recipe="fast"``.
 
         A first Ctrl-C (or a notebook's interrupt) finishes the step in progress, writes a
         checkpoint of it when there is a ``checkpoint_dir``, and raises
@@ -276,6 +294,27 @@ class GroundGAN:
 
         Parameters
         ----------
+        max_steps_stage1, max_steps_stage2
+            Total training steps of stage 1 and stage 2 (paper: 200,000 and 1,000,000;
+            fast: 2,000 and 3,000).
+        batch_size_stage1, batch_size_stage2
+            Cells per minibatch (paper: 128 and 1,024; fast: 128 and 256).
+        n_critic
+            Critic updates per generator update (both recipes: 5).
+        gp_lambda
+            Weight of the gradient penalty (both recipes: 10).
+        lr_stage1, lr_stage1_final
+            Stage 1's learning rate (generator and critic) at the first and the last step
+            (paper: 1e-4 -> 1e-5; fast: 1e-3 -> 1e-4).
+        lr_generator_stage2, lr_generator_stage2_final
+            The target generators' learning rate at the first and the last step (1e-3 -> 1e-4).
+        lr_critic_stage2, lr_critic_stage2_final
+            The stage-2 critic's learning rate at the first and the last step (1e-3, constant;
+            ``lr_critic_stage2_final=1e-4`` follows the paper's text).
+        lr_labeler
+            Learning rate of the labeler and the anti-labeler (1e-4).
+        weight_decay
+            AdamW's weight decay (0.01).
         device
             ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
         precision
@@ -290,47 +329,113 @@ class GroundGAN:
         seed
             Seed of the training randomness (minibatches, noise, interpolation); the same seed
             on the same device gives the same weights.
-        checkpoint_dir, checkpoint_every, keep_checkpoints
-            Write a checkpoint every ``checkpoint_every`` steps into ``checkpoint_dir``, keeping
-            the newest ``keep_checkpoints``; a directory holding checkpoints is resumed from.
+        checkpoint_dir
+            Write checkpoints into this directory; a directory holding checkpoints is resumed
+            from.
+        checkpoint_every
+            Steps between checkpoints.
+        keep_checkpoints
+            How many of the newest checkpoints to keep.
+        progress_bar
+            Show a progress bar per stage.
         stages
             Which stages to run: ``(1, 2)``, ``(1,)`` or ``(2,)``.
         log_every
             Losses are averaged over this many steps into :attr:`history_`.
-        validation_adata, validate_every
+        validation_adata
             Held-out cells (same genes) on which cheap realism figures (Euclidean centroid
-            distance, a small RF AUROC) are computed every ``validate_every`` stage-2 steps into
+            distance, a small RF AUROC) are computed during stage 2 into
             :attr:`validation_history_`; with ``checkpoint_dir`` the best model so far is kept
             there as ``best/``.
+        validate_every
+            Stage-2 steps between two validations.
+        callbacks
+            ``(every, callback)`` pairs: ``callback(model, stage, step)`` runs every ``every``
+            steps of each stage and after its last step, with ``stage`` ``"stage1"`` or
+            ``"stage2"`` and :attr:`steps_` already counting ``step``. The model can be sampled
+            there (sampling leaves the training randomness untouched).
+        recipe
+            ``"paper"`` or ``"fast"``: where the hyperparameters left at ``None`` come from.
+        max_time
+            Time budget of this call, in seconds or a :class:`datetime.timedelta`. Before each
+            stage its speed is measured on a copy of the networks (a few steps), and the step
+            total is set to what fits: stage 1 gets ``stage1_time_share`` of the budget, stage 2
+            the rest, neither more than the recipe's (or the given) total. A stage still running
+            when its time is up stops after the step in progress. The measured speeds and the
+            totals are recorded in :attr:`train_record_`; passing those totals instead of
+            ``max_time`` repeats the run exactly.
+        ema_decay
+            Keep an exponential moving average of the generator's weights in each stage (the
+            causal controller in stage 1, the target generators in stage 2) with this decay,
+            and generate from it (:meth:`sample`, :meth:`perturb`, :meth:`replay_state`); the
+            averaged controller becomes the frozen controller of stage 2. ``0`` turns it off.
+            Paper: off; fast: 0.999. Not in the paper (Yazıcı et al. 2019).
+        stage1_time_share
+            With ``max_time``: the share of the budget given to stage 1 (paper: 0.1; fast:
+            0.3).
+
+        Raises
+        ------
+        ValueError
+            Naming the problem: an unknown recipe, stage or precision, a non-positive step
+            total, batch size or time budget, an ``ema_decay`` outside [0, 1).
         """
         unknown = set(stages) - {1, 2}
         if unknown or not stages:
             raise InvalidInputError(f"stages must be a subset of (1, 2), got {tuple(stages)}")
+        hp = _recipes.get_recipe(recipe).with_overrides(
+            dict(
+                max_steps_stage1=max_steps_stage1,
+                max_steps_stage2=max_steps_stage2,
+                batch_size_stage1=batch_size_stage1,
+                batch_size_stage2=batch_size_stage2,
+                n_critic=n_critic,
+                gp_lambda=gp_lambda,
+                lr_stage1=lr_stage1,
+                lr_stage1_final=lr_stage1_final,
+                lr_generator_stage2=lr_generator_stage2,
+                lr_generator_stage2_final=lr_generator_stage2_final,
+                lr_critic_stage2=lr_critic_stage2,
+                lr_critic_stage2_final=lr_critic_stage2_final,
+                lr_labeler=lr_labeler,
+                weight_decay=weight_decay,
+                ema_decay=ema_decay,
+                stage1_time_share=stage1_time_share,
+            )
+        )
+        average = _recipes.check_ema_decay(hp.ema_decay) or None  # 0: no average
+        budget = _budget.budget_seconds(max_time)
+        share = _recipes.check_share(hp.stage1_time_share)
         data = self._training_tensor()
         target_device = resolve_device(device)
         # refuses unknown values
         performance = PerformanceOptions(precision=precision, cuda_graphs=cuda_graphs)
         self.module.to(target_device)
         data = data.to(target_device)
-        shared = dict(n_critic=n_critic, gp_lambda=gp_lambda, weight_decay=weight_decay)
+        shared = dict(
+            n_critic=hp.n_critic,
+            gp_lambda=hp.gp_lambda,
+            weight_decay=hp.weight_decay,
+            ema_decay=average,
+        )
         settings = {
             "stage1": StageSettings(
-                max_steps=max_steps_stage1,
-                batch_size=self._batch_size(batch_size_stage1, data.shape[0]),
-                lr_generator=lr_stage1,
-                lr_generator_final=lr_stage1_final,
-                lr_critic=lr_stage1,
-                lr_critic_final=lr_stage1_final,
+                max_steps=hp.max_steps_stage1,
+                batch_size=self._batch_size(hp.batch_size_stage1, data.shape[0]),
+                lr_generator=hp.lr_stage1,
+                lr_generator_final=hp.lr_stage1_final,
+                lr_critic=hp.lr_stage1,
+                lr_critic_final=hp.lr_stage1_final,
                 **shared,
             ),
             "stage2": StageSettings(
-                max_steps=max_steps_stage2,
-                batch_size=self._batch_size(batch_size_stage2, data.shape[0]),
-                lr_generator=lr_generator_stage2,
-                lr_generator_final=lr_generator_stage2_final,
-                lr_critic=lr_critic_stage2,
-                lr_critic_final=lr_critic_stage2_final,
-                lr_labeler=lr_labeler,
+                max_steps=hp.max_steps_stage2,
+                batch_size=self._batch_size(hp.batch_size_stage2, data.shape[0]),
+                lr_generator=hp.lr_generator_stage2,
+                lr_generator_final=hp.lr_generator_stage2_final,
+                lr_critic=hp.lr_critic_stage2,
+                lr_critic_final=hp.lr_critic_stage2_final,
+                lr_labeler=hp.lr_labeler,
                 **shared,
             ),
         }
@@ -343,6 +448,18 @@ class GroundGAN:
             monitor = _monitor.ValidationMonitor(self, validation_adata, None, seed)
         if checkpoint_dir:
             checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+        user_hooks = self._callback_hooks(callbacks)
+        clock = None if budget is None else _budget.TimeBudget(budget, share)
+        run_names = tuple(
+            name for number, name in ((1, "stage1"), (2, "stage2")) if number in stages
+        )
+        self.train_record_ = {
+            "recipe": recipe,
+            "hyperparameters": hp.as_dict(),
+            "max_time": budget,
+            "steps_per_second": {},
+            "planned_steps": {},
+        }
         if self._rng is None or self._rng.device != data.device:
             self._rng = torch.Generator(device=data.device).manual_seed(seed)
         checkpoints = (
@@ -356,13 +473,25 @@ class GroundGAN:
             if checkpoints is not None:
                 checkpoints.resume(self)
                 hooks.append((checkpoint_every, checkpoints.hook(self)))
-            for number, name in ((1, "stage1"), (2, "stage2")):
-                if number not in stages:
-                    continue
+            hooks.extend(user_hooks)
+            for name in run_names:
                 if name == "stage1" and self.steps_["stage2"] > 0:
                     continue  # the controller is frozen once stage 2 has started
+                stage_settings = settings[name]
+                deadline = None
+                if clock is not None:
+                    stage_settings, deadline = self._fit_to_budget(
+                        name, stage_settings, performance, data, clock, run_names
+                    )
                 self._train_stage(
-                    name, settings[name], performance, data, hooks, progress_bar, log_every
+                    name,
+                    stage_settings,
+                    performance,
+                    data,
+                    hooks,
+                    progress_bar,
+                    log_every,
+                    deadline,
                 )
         except TrainingInterrupted:
             if checkpoints is not None:  # a clean stop: keep it, so that a resume starts here
@@ -372,16 +501,56 @@ class GroundGAN:
             if checkpoints is not None:
                 checkpoints.close()
 
+    def _fit_to_budget(self, name, settings, performance, data, clock, run_names):
+        """Settings whose step total fits the time left for stage ``name``, and its deadline."""
+        start = self.steps_[name]
+        if start >= settings.max_steps:
+            return settings, None
+        speed = _budget.steps_per_second(self.module, name, settings, performance, data)
+        seconds = clock.seconds_for(name, run_names)
+        total = min(settings.max_steps, start + max(1, int(seconds * speed)))
+        self.train_record_["steps_per_second"][name] = speed
+        self.train_record_["planned_steps"][name] = total
+        return replace(settings, max_steps=total), clock.deadline_for(name, run_names)
+
+    def _callback_hooks(self, callbacks) -> list[tuple[int, Any]]:
+        """Loop hooks that call the user's ``callback(model, stage, step)``."""
+        hooks = []
+        for pair in callbacks:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not callable(pair[1]):
+                raise InvalidInputError(
+                    f"callbacks must be (every, callable) pairs, e.g. [(100, fn)], got {pair!r}"
+                )
+            every, callback = pair
+            every = check_positive_int(every, "callback interval")
+
+            def hook(stage, step, callback=callback) -> None:
+                self.steps_[stage.name] = int(step)
+                callback(self, stage.name, int(step))
+
+            hooks.append((every, hook))
+        return hooks
+
     def _train_stage(
-        self, name, settings, performance, data, hooks, progress_bar, log_every
+        self, name, settings, performance, data, hooks, progress_bar, log_every, deadline=None
     ) -> None:
         start = self.steps_[name]
         if start >= settings.max_steps:
             return
+        if name == "stage2" and start == 0:  # the averaged controller is stage 2's controller
+            self.module.adopt_average("controller")
         stage = self._stage(name, settings, performance, data)
         stage.completed_steps = start
         if name == "stage2" and start == 0 and self.calibrate_targets:
             stage.calibrate()
+        stage.start_average()
+        clock = _budget.StepClock(
+            name,
+            start,
+            settings.max_steps,
+            deadline,
+            warn_long=data.device.type == "cpu" and deadline is None,
+        )
         self._running_rows = []
         try:
             run_stage(
@@ -392,6 +561,7 @@ class GroundGAN:
                 progress_bar=progress_bar,
                 hooks=hooks,
                 rows=self._running_rows,
+                stop_after=clock,
             )
         finally:  # also on an interruption: the steps and losses logged so far are kept
             self.steps_[name] = stage.completed_steps
@@ -617,4 +787,5 @@ class GroundGAN:
             "library_size": self.library_size,
             "layer": self._layer,
             "steps": dict(self.steps_),
+            "training": self.train_record_,
         }

@@ -104,6 +104,7 @@ def load_model(cls, dir_path: Path, adata: AnnData | None, device: str) -> Groun
     load_module_state(model.module, dir_path / "model.pt", "model.json")
     model.module.to(device)
     model.steps_ = {k: int(v) for k, v in record["steps"].items()}
+    model.train_record_ = record.get("training", {})
     if adata is not None:  # only now, once everything has loaded: adata may be set up
         _check_adata_setup(adata, grn, record, cls)
         model.adata = adata

@@ -51,7 +51,7 @@ MODES = ("set", "scale")
 STATE_KIND = "groundgan.ReplayState"
 STATE_FORMAT = 1
 #: Parts of the module that determine generated cells (and so enter the fingerprint).
-GENERATION_PREFIXES = ("controller.", "target_generators.", "tf_index", "target_index")
+GENERATION_PREFIXES = ("controller.", "target_generators.", "ema.", "tf_index", "target_index")
 
 
 # perturbations ---------------------------------------------------------------------------
@@ -459,20 +459,15 @@ def replay_cells(
     module, device, n = model.module, model.device, state.n_cells
     control_blocks, zero_blocks = [], []
     perturbed_blocks: list[list[np.ndarray]] = [[] for _ in perturbations]
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            for record in state.records:
-                record = _record_to(record, device)
-                control = module.replay(record)
-                control_blocks.append(control.float().cpu().numpy())
-                zero_blocks.append((record.lsn_scale[:, 0] == 0).cpu().numpy())
-                for out, perturbation in zip(perturbed_blocks, perturbations, strict=True):
-                    cells = perturbed_block(model, record, control, perturbation)
-                    out.append(cells.float().cpu().numpy())
-    finally:
-        module.train(was_training)
+    with module.generating():
+        for record in state.records:
+            record = _record_to(record, device)
+            control = module.replay(record)
+            control_blocks.append(control.float().cpu().numpy())
+            zero_blocks.append((record.lsn_scale[:, 0] == 0).cpu().numpy())
+            for out, perturbation in zip(perturbed_blocks, perturbations, strict=True):
+                cells = perturbed_block(model, record, control, perturbation)
+                out.append(cells.float().cpu().numpy())
     return (
         np.concatenate(control_blocks)[:n],
         [np.concatenate(blocks)[:n] for blocks in perturbed_blocks],

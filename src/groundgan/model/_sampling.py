@@ -61,16 +61,11 @@ def noise_blocks(model: GroundGAN, n_cells: int, seed: int) -> Iterator[tuple[Te
     """
     module, block, device = model.module, model.sample_block_size, model.device
     rng = torch.Generator(device=device).manual_seed(seed)
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, n_cells, block):
-                z = torch.randn(block, module.controller.latent_dim, generator=rng, device=device)
-                noise = torch.randn(block, module.n_targets, generator=rng, device=device)
-                yield z, noise, min(block, n_cells - start)
-    finally:
-        module.train(was_training)
+    with module.generating():
+        for start in range(0, n_cells, block):
+            z = torch.randn(block, module.controller.latent_dim, generator=rng, device=device)
+            noise = torch.randn(block, module.n_targets, generator=rng, device=device)
+            yield z, noise, min(block, n_cells - start)
 
 
 def generate_blocks(

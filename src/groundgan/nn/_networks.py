@@ -6,7 +6,9 @@ the TFs and the targets into the cell vector (the data's gene order).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import copy
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -98,12 +100,59 @@ class GroundGANModule(nn.Module):
         self.labeler = Labeler(n_targets, labeler_hidden, n_tfs)
         self.antilabeler = Labeler(n_targets, labeler_hidden, n_tfs)
         self.lsn = LibrarySizeNormalization(library_size)
+        #: exponential moving averages of generator networks (by attribute name), used for
+        #: generation inside :meth:`generating`; empty unless training averaged them
+        self.ema = nn.ModuleDict()
+        self._use_average = False
         self.n_genes, self.n_tfs, self.n_targets = n_genes, n_tfs, n_targets
+
+    # averaged weights --------------------------------------------------------------------
+    def part(self, name: str) -> nn.Module:
+        """The network ``name`` that generates: its average inside :meth:`generating`."""
+        if self._use_average and name in self.ema:
+            return self.ema[name]
+        return getattr(self, name)
+
+    def start_average(self, name: str) -> nn.Module:
+        """The moving average of network ``name``, begun as a copy of it if there is none."""
+        if name not in self.ema:
+            self.ema[name] = copy.deepcopy(getattr(self, name)).requires_grad_(False)
+        return self.ema[name]
+
+    @torch.no_grad()
+    def adopt_average(self, name: str) -> None:
+        """Make network ``name`` its moving average for good (and drop the average)."""
+        if name in self.ema:
+            getattr(self, name).load_state_dict(self.ema[name].state_dict())
+            del self.ema[name]
+
+    @contextlib.contextmanager
+    def generating(self) -> Iterator[None]:
+        """Eval mode, no gradients and the averaged generators (where there are any) inside."""
+        was_training, was_averaged = self.training, self._use_average
+        self.eval()
+        self._use_average = True
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self._use_average = was_averaged
+            self.train(was_training)
+
+    def load_state_dict(self, state_dict: Mapping, strict: bool = True, assign: bool = False):
+        """Also creates (or drops) the moving averages that ``state_dict`` holds (or lacks)."""
+        names = {key.split(".")[1] for key in state_dict if key.startswith("ema.")}
+        for name in list(self.ema):
+            if name not in names:
+                del self.ema[name]
+        for name in sorted(names):
+            self.start_average(name)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # stage 1 -----------------------------------------------------------------------------
     def generate_stage1(self, noise: Tensor) -> Tensor:
         """Whole cells from the causal controller alone, library-size normalised (scGAN)."""
-        return self.lsn(self.controller(noise))
+        return self.lsn(self.part("controller")(noise))
 
     # stage 2 -----------------------------------------------------------------------------
     def tf_expression(
@@ -113,7 +162,7 @@ class GroundGANModule(nn.Module):
         record: list[BatchStats] | None = None,
     ) -> Tensor:
         """Pre-LSN TF expression from the causal controller: (batch, n_tfs)."""
-        return self.controller(noise, stats, record)[:, self.tf_index]
+        return self.part("controller")(noise, stats, record)[:, self.tf_index]
 
     def assemble(self, tf_expression: Tensor, target_expression: Tensor) -> Tensor:
         """Place TF and target columns into whole (pre-LSN) cells in the data's gene order."""
@@ -125,7 +174,7 @@ class GroundGANModule(nn.Module):
     def generate(self, controller_noise: Tensor, target_noise: Tensor) -> Tensor:
         """Cells of the full model: controller -> TFs -> target generators -> LSN."""
         tfs = self.tf_expression(controller_noise)
-        targets = self.target_generators(tfs, target_noise)
+        targets = self.part("target_generators")(tfs, target_noise)
         return self.lsn(self.assemble(tfs, targets))
 
     def generate_recorded(
@@ -135,7 +184,7 @@ class GroundGANModule(nn.Module):
         controller_stats: list[BatchStats] = []
         target_stats: list[BatchStats] = []
         tfs = self.tf_expression(controller_noise, record=controller_stats)
-        targets = self.target_generators(tfs, target_noise, record=target_stats)
+        targets = self.part("target_generators")(tfs, target_noise, record=target_stats)
         raw = self.assemble(tfs, targets)
         scale = self.lsn.scale(raw)
         record = GenerationRecord(
@@ -166,5 +215,6 @@ class GroundGANModule(nn.Module):
         ``tf_expression=None`` the recorded cells come back exactly.
         """
         tfs = record.tf_expression if tf_expression is None else tf_expression
-        targets = self.target_generators(tfs, record.target_noise, stats=record.target_stats)
+        generators = self.part("target_generators")
+        targets = generators(tfs, record.target_noise, stats=record.target_stats)
         return self.assemble(tfs, targets) * record.lsn_scale

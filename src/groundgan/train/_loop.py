@@ -39,6 +39,7 @@ def run_stage(
     progress_bar: bool = True,
     hooks: Sequence[tuple[int, StepHook]] = (),
     rows: list[dict] | None = None,
+    stop_after: Callable[[int], bool] | None = None,
 ) -> list[dict]:
     """Train ``stage`` from ``start_step`` up to ``max_steps`` completed steps.
 
@@ -54,6 +55,11 @@ def run_stage(
     completed step, and training continues exactly where it stopped. A second Ctrl-C stops at
     once. (Only in the main thread, and only where Python's default SIGINT handler is
     installed.)
+
+    ``stop_after(step)``, when given, is asked after every step (on the host, without a device
+    sync) whether to end the stage there: that step is then treated as the last one (losses
+    logged, hooks run) and the loop returns, leaving ``stage.completed_steps`` below
+    ``max_steps``.
 
     Returns the log rows; given a ``rows`` list, they are appended to it as they are logged, so
     that the caller keeps them when training is interrupted.
@@ -75,7 +81,7 @@ def run_stage(
                 buffer += stage.step()
                 stage.completed_steps = step
                 n_buffered += 1
-                last = step == max_steps
+                last = step == max_steps or (stop_after is not None and stop_after(step))
                 due = [hook for every, hook in hooks if step % every == 0 or last]
                 stopping = interrupt_requested()
                 # flush (and check for non-finite losses) before any hook sees the weights
@@ -93,6 +99,8 @@ def run_stage(
                 bar.update(1)
                 if stopping:
                     raise TrainingInterrupted(stage.name, step)
+                if last:
+                    break
         finally:
             bar.close()
     return rows

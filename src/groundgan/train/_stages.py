@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import GroundGANModule
-from . import _performance
+from . import _ema, _performance
 from ._graphs import CapturedStep, CudaGraphBackend
 from ._performance import PerformanceOptions
 
@@ -36,6 +36,8 @@ class StageSettings:
     lr_critic_final: float = 1e-3
     lr_labeler: float = 1e-4
     weight_decay: float = 0.01
+    #: decay of the moving average of the generator's weights (``None``: no average)
+    ema_decay: float | None = None
 
 
 def make_optimizer(
@@ -85,6 +87,8 @@ class WGANGPStage:
     """
 
     name = "stage"
+    #: attribute of the module that this stage's generator optimiser trains (and averages)
+    generator_name = ""
     metric_names: tuple[str, ...] = (
         "critic_loss",
         "wasserstein",
@@ -239,7 +243,22 @@ class WGANGPStage:
             else:
                 losses = self.step_body()
         self.advance_schedules()
+        self.update_average()
         return losses
+
+    def start_average(self) -> None:
+        """Begin the moving average of the generator's weights (if asked for and not begun)."""
+        if self.settings.ema_decay is not None:
+            self.module.start_average(self.generator_name)
+
+    def update_average(self) -> None:
+        """Move the generator's average towards its weights after a step (outside any graph)."""
+        decay = self.settings.ema_decay
+        if decay is None:
+            return
+        average = self.module.start_average(self.generator_name)
+        current = getattr(self.module, self.generator_name)
+        _ema.update_average(average, current, _ema.decay_at(decay, self.completed_steps))
 
     def step_body(self) -> Tensor:
         """The work of one step: ``n_critic`` critic updates, then the generator update."""
@@ -306,6 +325,7 @@ class ControllerStage(WGANGPStage):
     """Stage 1: the causal controller (with LSN) as the generator of a WGAN-GP on all genes."""
 
     name = "stage1"
+    generator_name = "controller"
     critic_is_per_cell = True
 
     @property
@@ -330,6 +350,7 @@ class GroundGANStage(WGANGPStage):
     """
 
     name = "stage2"
+    generator_name = "target_generators"
     metric_names = WGANGPStage.metric_names + ("labeler_loss", "antilabeler_loss")
     critic_is_per_cell = True
 
