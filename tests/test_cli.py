@@ -415,6 +415,22 @@ def test_demo_is_a_run_of_a_builtin_config(tmp_path):
     assert demo_config(bf16)["train"]["precision"] == "bf16"
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # e.g. dask's "no suitable IP address"
+def test_demo_data_path_runs_offline(offline, tmp_path):
+    """The demo's data path (embedded cells, TF list, GRN) with every outgoing connection
+    refused, an empty cache and no GROUNDGAN_DATA_DIR."""
+    from groundgan.cli._config import config_from_dict
+    from groundgan.cli._demo import demo_settings
+    from groundgan.cli._run import Pipeline
+
+    args = build_parser().parse_args(["demo", "--out", str(tmp_path / "demo"), "--genes", "100"])
+    pipeline = Pipeline(config_from_dict(demo_settings(args), tmp_path), log=lambda line: None)
+    assert pipeline.run(["preprocess", "grn"]) == {"preprocess": "ran", "grn": "ran"}
+    grn = gg.grn.read(tmp_path / "demo" / "grn.csv")
+    assert len(grn) and set(grn["tf"]) <= set(gg.datasets.tf_list("human"))
+    assert not (offline / "groundgan").exists()  # nothing downloaded or cached
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
