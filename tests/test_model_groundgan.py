@@ -139,9 +139,14 @@ def test_sample_refuses_bad_n(trained, n):
         trained.sample(n)
 
 
-def test_untrained_sampling_warns(model):
-    with pytest.warns(UserWarning, match="untrained"):
+def test_untrained_model_samples_only_when_allowed(model):
+    assert not model.is_trained_
+    with pytest.raises(gg.InvalidInputError, match=r"not trained.*allow_untrained=True"):
         model.sample(3, seed=0)
+    sim = model.sample(3, seed=0, allow_untrained=True)
+    assert sim.shape == (3, 60) and sim.uns["groundgan"]["steps_stage2"] == 0
+    with pytest.raises(gg.InvalidInputError, match="allow_untrained must be True or False"):
+        model.sample(3, seed=0, allow_untrained="yes")
 
 
 def test_save_load_round_trip(trained, pbmc_grn_cells, tmp_path):

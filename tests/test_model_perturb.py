@@ -359,10 +359,15 @@ def test_untrained_model_is_refused(_pbmc_grn_cells_cached):
         width=1,
     )
     tf = model.layout.tfs[0]
-    with pytest.raises(InvalidInputError, match="not trained"):
+    with pytest.raises(InvalidInputError, match=r"not trained.*allow_untrained=True"):
         model.perturb({tf: 0.0}, n_cells=5, seed=0)
-    with pytest.raises(InvalidInputError, match="not trained"):
+    with pytest.raises(InvalidInputError, match=r"not trained.*allow_untrained=True"):
         model.replay_state(5, seed=0)
+    # sample and perturb treat an untrained model the same way: allowed on request
+    state = model.replay_state(5, seed=0, allow_untrained=True)
+    mdata = model.perturb({tf: 0.0}, state=state, allow_untrained=True)
+    control = model.sample(5, seed=0, allow_untrained=True)
+    assert np.array_equal(mdata.mod["control"].X, control.X)
 
 
 def test_control_modality_is_plain_anndata(model):

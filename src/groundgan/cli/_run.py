@@ -474,26 +474,39 @@ class Pipeline:
         self._say("train", f"trained {steps['stage1']:,} + {steps['stage2']:,} steps")
         return outputs
 
-    def _load_model(self) -> GroundGAN:
+    def _load_model(self, step: str) -> GroundGAN:
+        """The trained model; a model whose stage 2 did not train (``[train] stages = [1]``)
+        is used as the configuration asks, with a note in the log."""
         from ..model import GroundGAN
         from ..model._groundgan import resolve_device
 
         device = resolve_device(self.config["train"].get("device", "auto"))
-        return GroundGAN.load(self.path("model"), device=str(device))
+        model = GroundGAN.load(self.path("model"), device=str(device))
+        if not model.is_trained_:
+            self._say(
+                step,
+                "the model's stage 2 has not trained ([train] stages): the cells come from "
+                "untrained target generators",
+            )
+        return model
 
     def _step_sample(self) -> list[str]:
         settings = self.config["sample"]
-        model = self._load_model()
+        model = self._load_model("sample")
         out = self.path("simulated.h5ad")
         out.unlink(missing_ok=True)
         chunk_size = settings.get("chunk_size")
         if chunk_size:
             sim = model.sample(
-                settings["n_cells"], seed=settings["seed"], path=out, chunk_size=chunk_size
+                settings["n_cells"],
+                seed=settings["seed"],
+                path=out,
+                chunk_size=chunk_size,
+                allow_untrained=True,  # as configured; noted by _load_model
             )
             sim.file.close()
         else:
-            sim = model.sample(settings["n_cells"], seed=settings["seed"])
+            sim = model.sample(settings["n_cells"], seed=settings["seed"], allow_untrained=True)
             write_h5ad(sim, out)
         self._say("sample", f"{settings['n_cells']:,} cells x {model.module.n_genes} genes")
         return ["simulated.h5ad"]
@@ -526,12 +539,13 @@ class Pipeline:
         from .. import tl
 
         settings = self.config["perturb"]
-        model = self._load_model()
+        model = self._load_model("perturb")
         mdata = model.perturb(
             settings["perturbations"],
             n_cells=settings["n_cells"],
             seed=settings["seed"],
             mode=settings["mode"],
+            allow_untrained=True,  # as configured; noted by _load_model
         )
         with atomic_output(self.path("perturbation.h5mu")) as tmp:
             with warnings.catch_warnings():
