@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import torch
 
 import groundgan as gg
 from groundgan.cli import build_parser, main
@@ -454,6 +455,16 @@ def test_perturb_tfs_are_checked_against_the_tf_list_before_any_step(tmp_path, c
     assert not (tmp_path / "run").exists()  # refused before anything was written
     assert run_cli(config, "--check", "--set", "perturb.perturbations=[{SPI1 = -1.0}]") == 2
     assert "values >= 0" in one_line_error(capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+def test_cuda_without_cuda_is_refused_before_any_step(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    assert run_cli(config, "--check", "--set", "train.device=cuda") == 2
+    assert "install a CUDA build of torch" in one_line_error(capsys)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cuda"]) == 2
+    assert "device='cpu' or 'auto'" in one_line_error(capsys, "demo")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "demo").exists()
 
 
 def test_perturb_tfs_are_checked_against_the_grn(run_copy, capsys):

@@ -234,6 +234,14 @@ class Pipeline:
         self.log(f"[{time.perf_counter() - self._start:7.1f} s] {step}: {message}")
 
     # checks --------------------------------------------------------------------------------
+    def check(self) -> None:
+        """What can be checked before any step: the ``[train] device`` and the ``[perturb]``
+        TFs (:meth:`check_perturbations`). Raises a one-line ``ValueError``."""
+        from ..model._groundgan import resolve_device
+
+        resolve_device(self.config["train"].get("device", "auto"))
+        self.check_perturbations()
+
     def check_perturbations(self) -> None:
         """Refuse ``[perturb]`` genes that are not TFs of the GRN, as soon as it is known.
 
@@ -294,11 +302,11 @@ class Pipeline:
         """Run ``steps`` (default: all) in pipeline order; returns ``{step: what happened}``.
 
         A step not asked for must be done already when a step asked for reads its outputs.
-        The ``[perturb]`` TFs are checked against the GRN before the first step and again
-        once ``grn`` has run (:meth:`check_perturbations`).
+        The device and the ``[perturb]`` TFs are checked before the first step (:meth:`check`),
+        the TFs again once ``grn`` has run.
         """
         selected = list(STEPS) if not steps else [s for s in STEPS if s in set(steps)]
-        self.check_perturbations()
+        self.check()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         outcome: dict[str, str] = {}
         with run_lock(self.run_dir):
@@ -652,7 +660,7 @@ def run_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
     pipeline = Pipeline(config)
     if args.check:
-        pipeline.check_perturbations()
+        pipeline.check()
         _print_states(pipeline)
         return 0
     pipeline.run(args.step, force=args.force)  # errors: one line, from groundgan.cli.main
