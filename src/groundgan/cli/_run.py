@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -556,9 +555,7 @@ class Pipeline:
             allow_untrained=True,  # as configured; noted by _load_model
         )
         with atomic_output(self.path("perturbation.h5mu")) as tmp:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # mudata's pull_on_update notice
-                mdata.write(str(tmp))
+            mdata.write(str(tmp))
         effect = tl.perturbation_effect(mdata)
         write_csv(effect, self.path("perturbation_effect.csv"), index=False)
         keys = [k for k in mdata.mod if k != "control"]

@@ -526,6 +526,22 @@ def modality(
     return AnnData(X=X, obs=obs, var=var, uns=uns)
 
 
+def adopt_pull_on_update() -> None:
+    """Adopt mudata's coming default ``pull_on_update=False`` unless the user has chosen.
+
+    The perturbation MuData is built for it (obs columns are pulled explicitly). With the
+    option unset, mudata 0.3 emits a ``FutureWarning`` at every ``update()``, ``copy()``,
+    slice and ``write()`` of the result; setting it (globally: mudata has no per-object
+    option) silences them. An explicit ``mudata.set_options(pull_on_update=...)`` is kept.
+    """
+    try:
+        from mudata._core.config import OPTIONS
+    except ImportError:  # a mudata without the transitional option
+        return
+    if "pull_on_update" in OPTIONS and OPTIONS["pull_on_update"] is None:
+        mudata.set_options(pull_on_update=False)
+
+
 def to_mudata(
     model: GroundGAN,
     state: ReplayState,
@@ -541,8 +557,8 @@ def to_mudata(
             model, perturbation.name, X, zero, state.seed, perturbation
         )
     # shared genes (axis=1); obs/var columns are pulled explicitly (mudata >= 0.3 semantics)
-    with mudata.set_options(pull_on_update=False):
-        mdata = MuData(mods, axis=1)
+    adopt_pull_on_update()
+    mdata = MuData(mods, axis=1)
     mdata.pull_obs()
     mdata.var["grn_role"] = mods[CONTROL].var["grn_role"]
     info = copy.deepcopy(mods[CONTROL].uns["groundgan"])
