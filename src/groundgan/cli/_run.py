@@ -656,8 +656,8 @@ def run_command(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(threads)
     pipeline = Pipeline(config)
-    if args.check:
-        pipeline.check()
+    if args.check:  # the device is not checked: a GPU job may be checked on a machine without one
+        pipeline.check_perturbations()
         _print_states(pipeline)
         return 0
     pipeline.run(args.step, force=args.force)  # errors: one line, from groundgan.cli.main
