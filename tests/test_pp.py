@@ -105,6 +105,7 @@ def test_preprocess_refuses_non_counts_and_leaves_input_untouched(pbmc_counts, t
     assert_anndata_equal(before, pbmc_counts)
 
 
+@pytest.mark.filterwarnings("ignore:Variable names are not unique:UserWarning")
 def test_preprocess_refuses_duplicated_gene_names(pbmc_counts):
     names = list(pbmc_counts.var_names)
     names[5], names[9], names[11] = names[0], names[0], names[1]
