@@ -23,6 +23,27 @@ def shared_data_dir() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def offline(tmp_path, monkeypatch) -> Path:
+    """A first contact without network: every outgoing connection is refused, pooch's cache is
+    an empty folder and ``GROUNDGAN_DATA_DIR`` is unset. Returns the (empty) cache folder."""
+    import socket
+
+    import pooch
+
+    def refuse(self, address, *args, **kwargs):
+        raise OSError(f"network blocked in this test (connection to {address!r})")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.delenv("GROUNDGAN_DATA_DIR", raising=False)
+    cache = tmp_path / "empty_cache"
+    cache.mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setattr(pooch, "os_cache", lambda project: cache / project)
+    return cache
+
+
 @pytest.fixture(scope="session")
 def _pbmc_counts_cached():
     import groundgan as gg

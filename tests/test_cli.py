@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import torch
 
 import groundgan as gg
 from groundgan.cli import build_parser, main
@@ -79,13 +81,15 @@ def toml_dumps(config: dict) -> str:
 
 
 def tiny_config(folder: Path, **changes) -> Path:
-    """The example configuration with :data:`TINY` settings (and ``changes``) in ``folder``."""
+    """The example configuration with :data:`TINY` settings (and ``changes``) in ``folder``.
+
+    Its run directory, ``run``, is relative to the current directory: run it from ``folder``.
+    """
     config = tomllib.loads(EXAMPLE.read_text())
-    for section, values in {**TINY}.items():
+    for section, values in {**TINY, "run": {**TINY["run"], "output": "run"}}.items():
         config.setdefault(section, {}).update(values)
     for section, values in changes.items():
         config.setdefault(section, {}).update(values)
-    config["run"]["output"] = "run"
     path = folder / "config.toml"
     path.write_text(toml_dumps(config))
     return path
@@ -95,11 +99,28 @@ def run_cli(*args: str) -> int:
     return main(["run", *map(str, args)])
 
 
-def one_line_error(capsys) -> str:
+def one_line_error(capsys, command: str = "run") -> str:
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0, err
-    assert err.startswith("groundgan run: error: "), err
+    assert err.startswith(f"groundgan {command}: error: "), err
     return err
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its own folder: run directories are relative to the current one."""
+    monkeypatch.chdir(tmp_path)
+
+
+@contextlib.contextmanager
+def working_directory(folder: Path):
+    """Run the block in ``folder`` (run directories are relative to the current directory)."""
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 @pytest.fixture(scope="session")
@@ -116,15 +137,18 @@ def finished_run(tmp_path_factory):
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
             config = tiny_config(folder)
-            assert run_cli(config) == 0
+            with working_directory(folder):
+                assert run_cli(config) == 0
     return folder
 
 
 @pytest.fixture
-def run_copy(finished_run, tmp_path):
-    """A private copy of :func:`finished_run` (configuration and run directory)."""
+def run_copy(finished_run, tmp_path, monkeypatch):
+    """A private copy of :func:`finished_run` (configuration and run directory), as the
+    current directory."""
     folder = tmp_path / "copy"
     shutil.copytree(finished_run, folder, ignore=shutil.ignore_patterns(".lock"))
+    monkeypatch.chdir(folder)
     return folder
 
 
@@ -164,7 +188,7 @@ def test_no_command_prints_help(capsys):
 def test_example_config_is_valid():
     config = load_config(EXAMPLE)
     assert config["data"]["dataset"] == "pbmc68k_reduced"
-    assert config.output == EXAMPLE.parent / "groundgan_run"  # relative to the file
+    assert config.output == Path.cwd() / "groundgan_run"  # relative to where it runs
     assert config["train"]["max_steps_stage1"] == 1000
     assert config["model"]["controller_hidden"] == [128, 256, 512]
     assert config["perturb"]["perturbations"] == [{"SPI1": 0.0}]
@@ -258,6 +282,23 @@ def test_overrides():
     config = load_config(EXAMPLE, overrides=["train.max_steps_stage2=7"], output="elsewhere")
     assert config["train"]["max_steps_stage2"] == 7
     assert config.output == Path("elsewhere").resolve()
+
+
+def test_run_directory_is_relative_to_the_current_directory(tmp_path, monkeypatch):
+    """Outputs go where the run is started, input files are found next to the configuration."""
+    shared, elsewhere = tmp_path / "shared", tmp_path / "work"
+    shared.mkdir()
+    elsewhere.mkdir()
+    (shared / "tfs.txt").write_text("SPI1\nIRF8\n")
+    config = tiny_config(shared, grn={"tfs": "tfs.txt"})
+    monkeypatch.chdir(elsewhere)
+    loaded = load_config(config)
+    assert loaded.output == elsewhere / "run"
+    assert loaded["grn"]["tfs"] == str(shared / "tfs.txt")
+    assert load_config(config, overrides=[f"run.output={tmp_path / 'abs'}"]).output == (
+        tmp_path / "abs"
+    )
+    assert load_config(EXAMPLE).output == elsewhere / "groundgan_run"
 
 
 def test_step_needs_its_upstream_steps(tmp_path, capsys):
@@ -399,6 +440,62 @@ def test_run_directory_is_locked(run_copy, capsys):
     assert "another groundgan run is using" in one_line_error(capsys)
 
 
+# ----------------------------------------------------------------------------- [perturb] TFs
+
+
+def _perturb(gene: str) -> str:
+    return f"perturb.perturbations=[{{{gene} = 0.0}}]"
+
+
+def test_perturb_tfs_are_checked_against_the_tf_list_before_any_step(tmp_path, capsys):
+    config = tiny_config(tmp_path, run={"output": str(tmp_path / "run")})
+    assert run_cli(config, "--check", "--set", _perturb("NOTATF")) == 2
+    err = one_line_error(capsys)
+    assert "[perturb] perturbations: 'NOTATF' is not in the human AnimalTFDB TF list" in err
+    assert run_cli(config, "--set", _perturb("NOTATF")) == 2
+    assert "'NOTATF'" in one_line_error(capsys)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    assert run_cli(config, "--check", "--set", "perturb.perturbations=[{SPI1 = -1.0}]") == 2
+    assert "values >= 0" in one_line_error(capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+def test_cuda_without_cuda_is_refused_before_any_step(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    assert run_cli(config, "--check", "--set", "train.device=cuda") == 0  # e.g. on a login node
+    assert run_cli(config, "--set", "train.device=cuda") == 2
+    assert "install a CUDA build of torch" in one_line_error(capsys)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cuda"]) == 2
+    assert "device='cpu' or 'auto'" in one_line_error(capsys, "demo")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "demo").exists()
+
+
+def test_perturb_tfs_are_checked_against_the_grn(run_copy, capsys):
+    config = run_copy / "config.toml"
+    grn = gg.grn.read(run_copy / "run" / "grn.csv")
+    target = sorted(set(grn["target"]))[0]
+    outside = next(tf for tf in gg.datasets.tf_list("human") if tf not in set(grn["tf"]))
+    assert run_cli(config, "--check", "--set", _perturb(target)) == 2
+    err = one_line_error(capsys)
+    assert f"'{target}' is a target gene of the GRN" in err and "only TFs can be perturbed" in err
+    assert run_cli(config, "--check", "--set", _perturb(outside)) == 2
+    assert f"'{outside}' is not a TF of the GRN" in one_line_error(capsys)
+    markers = sorted((run_copy / "run" / "steps").iterdir())
+    assert run_cli(config, "--set", _perturb(outside)) == 2
+    assert f"'{outside}'" in one_line_error(capsys)
+    assert sorted((run_copy / "run" / "steps").iterdir()) == markers  # nothing ran
+
+
+def test_perturb_tfs_are_checked_once_the_grn_is_inferred(tmp_path, capsys, pbmc_counts):
+    """A TF of the list that the inferred GRN lacks stops the run after grn, before train."""
+    absent = next(g for g in gg.datasets.tf_list("human") if g not in set(pbmc_counts.var_names))
+    config = tiny_config(tmp_path, run={"output": str(tmp_path / "run")})
+    assert run_cli(config, "--set", _perturb(absent)) == 2
+    assert f"'{absent}' is not a TF of the GRN" in one_line_error(capsys)
+    assert (tmp_path / "run" / "steps" / "grn.json").exists()
+    assert not (tmp_path / "run" / "model").exists()
+
+
 # ----------------------------------------------------------------------------- demo
 
 
@@ -417,6 +514,61 @@ def test_demo_is_a_run_of_a_builtin_config(tmp_path):
     assert demo_config(bf16)["train"]["precision"] == "bf16"
 
 
+def test_demo_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    assert main(["demo", "--out", str(not_a_folder)]) == 2
+    assert str(not_a_folder) in one_line_error(capsys, "demo")
+
+    def no_network():
+        raise gg.datasets.DownloadError("could not download x\n  Tried:\n  http://a: refused")
+
+    monkeypatch.setattr(gg.datasets, "pbmc68k_reduced", no_network)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    assert "could not download x Tried: http://a: refused" in one_line_error(capsys, "demo")
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gg.datasets, "pbmc68k_reduced", interrupt)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "groundgan demo: interrupted; run the same command again to resume"
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_demo_removes_its_checkpoints_unless_asked(tmp_path, capsys, monkeypatch, keep):
+    from groundgan.cli import _run
+
+    class FinishedPipeline(_run.Pipeline):
+        def run(self, steps=None, force=False):
+            (self.run_dir / "checkpoints").mkdir(parents=True)
+            (self.run_dir / "checkpoints" / "checkpoint-stage2-000000001.pt").write_bytes(b"")
+            return {}
+
+    monkeypatch.setattr(_run, "Pipeline", FinishedPipeline)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *(["--keep-checkpoints"] if keep else [])]) == 0
+    assert (out / "checkpoints").exists() == keep
+    assert ("checkpoints/ (kept)" in capsys.readouterr().out) == keep
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # e.g. dask's "no suitable IP address"
+def test_demo_data_path_runs_offline(offline, tmp_path):
+    """The demo's data path (embedded cells, TF list, GRN) with every outgoing connection
+    refused, an empty cache and no GROUNDGAN_DATA_DIR."""
+    from groundgan.cli._config import config_from_dict
+    from groundgan.cli._demo import demo_settings
+    from groundgan.cli._run import Pipeline
+
+    args = build_parser().parse_args(["demo", "--out", str(tmp_path / "demo"), "--genes", "100"])
+    pipeline = Pipeline(config_from_dict(demo_settings(args), tmp_path), log=lambda line: None)
+    assert pipeline.run(["preprocess", "grn"]) == {"preprocess": "ran", "grn": "ran"}
+    grn = gg.grn.read(tmp_path / "demo" / "grn.csv")
+    assert len(grn) and set(grn["tf"]) <= set(gg.datasets.tf_list("human"))
+    assert not (offline / "groundgan").exists()  # nothing downloaded or cached
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
@@ -424,4 +576,5 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["demo", "--out", str(out), *args, "--device", "cpu"]) == 0
     for name in ("simulated.h5ad", "evaluation.csv", "embedding.png", "grn.csv", "model"):
         assert (out / name).exists(), name
+    assert not (out / "checkpoints").exists()
     assert "GroundGAN" in capsys.readouterr().out

@@ -144,10 +144,10 @@ def test_paper_loader_without_network_fails_clearly(loader, empty_cache, monkeyp
     assert "127.0.0.1" in message and "by hand" in message
 
 
-def test_tf_list_without_network_fails_clearly(empty_cache, monkeypatch):
+def test_tf_list_ensembl_without_network_fails_clearly(empty_cache, monkeypatch):
     _break_urls(monkeypatch, ["tf/Mus_musculus_TF.txt"])
     with pytest.raises(datasets.DownloadError, match="Mus_musculus_TF"):
-        gg.datasets.tf_list("mouse")
+        gg.datasets.tf_list("mouse", ids="ensembl")
 
 
 def test_undownloadable_file_missing_gives_clear_error(empty_cache):
@@ -171,11 +171,59 @@ def test_tf_list_human_and_mouse(shared_data_dir):
     assert all(i.startswith("ENSMUSG") for i in ensembl)
 
 
-def test_tf_list_refuses_unknown_species_and_ids(shared_data_dir):
-    with pytest.raises(ValueError, match=r"\['human', 'mouse'\]"):
+def test_tf_list_refuses_unknown_species_and_ids():
+    with pytest.raises(gg.InvalidInputError, match=r"\['human', 'mouse'\]"):
         gg.datasets.tf_list("zebrafish")
-    with pytest.raises(ValueError, match="ids"):
+    with pytest.raises(gg.InvalidInputError, match="ids"):
         gg.datasets.tf_list("human", ids="entrez")
+
+
+@pytest.mark.parametrize("species", ["human", "mouse"])
+def test_shipped_symbols_are_the_registered_tables(species, shared_data_dir):
+    """The shipped lists are the Symbol column of the registered AnimalTFDB tables."""
+    import pandas as pd
+
+    entry = datasets.shipped_tf_manifest()[species]
+    source = shared_data_dir / entry["source_file"]
+    assert datasets.REGISTRY[entry["source_file"]] == f"sha256:{entry['source_sha256']}"
+    assert _sha256(source) == entry["source_sha256"]
+    values = pd.read_csv(source, sep="\t", dtype=str)["Symbol"].dropna().str.strip()
+    expected = sorted(set(values[values != ""]))
+    shipped = gg.datasets.tf_list(species)
+    assert shipped == expected and len(shipped) == entry["n_symbols"]
+    assert entry["source"].startswith("AnimalTFDB")
+
+
+def test_shipped_symbols_are_one_per_line_and_hash_checked(tmp_path, monkeypatch):
+    folder = Path(datasets.__file__).parent / "data"
+    manifest = datasets.shipped_tf_manifest()
+    for entry in manifest.values():
+        text = (folder / entry["file"]).read_text()
+        lines = text.splitlines()
+        assert text.endswith("\n") and lines == sorted(set(lines)) and "" not in lines
+        assert _sha256(folder / entry["file"]) == entry["sha256"]
+
+    damaged = tmp_path / "data"
+    damaged.mkdir()
+    (damaged / datasets.SHIPPED_TF_MANIFEST).write_text(
+        (folder / datasets.SHIPPED_TF_MANIFEST).read_text()
+    )
+    human = manifest["human"]["file"]
+    (damaged / human).write_text((folder / human).read_text() + "NOT_A_TF\n")
+    monkeypatch.setattr(datasets, "_shipped_folder", lambda: damaged)
+    with pytest.raises(ValueError, match="integrity check.*reinstall groundgan"):
+        gg.datasets.tf_list("human")
+
+
+def test_tf_list_and_embedded_data_work_offline(offline):
+    """No network, an empty cache and no GROUNDGAN_DATA_DIR: the first commands still work."""
+    human, mouse = gg.datasets.tf_list("human"), gg.datasets.tf_list("mouse")
+    assert len(human) == 1637 and len(mouse) == 1623
+    assert {"SPI1", "GATA1"} <= set(human) and "Spi1" in mouse
+    assert gg.datasets.pbmc68k_reduced().shape == (700, 765)
+    with pytest.raises(OSError, match="network blocked"):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)
+    assert not (offline / "groundgan").exists()  # nothing was downloaded or cached
 
 
 # ----------------------------------------------------------------------------- loaders

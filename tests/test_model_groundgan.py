@@ -139,9 +139,48 @@ def test_sample_refuses_bad_n(trained, n):
         trained.sample(n)
 
 
-def test_untrained_sampling_warns(model):
-    with pytest.warns(UserWarning, match="untrained"):
+def test_untrained_model_samples_only_when_allowed(model):
+    assert not model.is_trained_
+    with pytest.raises(gg.InvalidInputError, match=r"not trained.*allow_untrained=True"):
         model.sample(3, seed=0)
+    sim = model.sample(3, seed=0, allow_untrained=True)
+    assert sim.shape == (3, 60) and sim.uns["groundgan"]["steps_stage2"] == 0
+    with pytest.raises(gg.InvalidInputError, match="allow_untrained must be True or False"):
+        model.sample(3, seed=0, allow_untrained="yes")
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+
+
+@NO_CUDA
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda")])
+def test_cuda_without_cuda_is_a_one_line_error(device):
+    from groundgan.model._groundgan import resolve_device
+
+    with pytest.raises(gg.InvalidInputError) as info:
+        resolve_device(device)
+    message = str(info.value)
+    assert "\n" not in message and "CPU-only build" in message
+    assert "device='cpu' or 'auto'" in message and "install a CUDA build of torch" in message
+
+
+def test_unknown_device_is_a_one_line_error():
+    from groundgan.model._groundgan import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(gg.InvalidInputError, match="'gpu' is not a torch device"):
+        resolve_device("gpu")
+
+
+@NO_CUDA
+def test_train_on_cuda_without_cuda_changes_nothing(model):
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    with pytest.raises(gg.InvalidInputError, match="CPU-only build"):
+        model.train(**TRAIN, device="cuda")
+    assert model.steps_ == {"stage1": 0, "stage2": 0} and model.device == torch.device("cpu")
+    after = model.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_save_load_round_trip(trained, pbmc_grn_cells, tmp_path):

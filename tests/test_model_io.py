@@ -90,6 +90,15 @@ def test_save_load_roundtrip(trained, fresh_cells, tmp_path):
     trained.save(tmp_path / "m", overwrite=True)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+def test_load_on_cuda_without_cuda_is_a_one_line_error(trained, tmp_path):
+    trained.save(tmp_path / "model")
+    with pytest.raises(InvalidInputError) as info:
+        gg.GroundGAN.load(tmp_path / "model", device="cuda")
+    assert "\n" not in str(info.value) and "device='cpu' or 'auto'" in str(info.value)
+    assert gg.GroundGAN.load(tmp_path / "model", device="auto").steps_ == trained.steps_
+
+
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 @pytest.mark.parametrize("kind", ["torch.save", "pickle"])
 def test_planted_pickle_as_model_weights_is_refused(trained, tmp_path, kind):

@@ -227,12 +227,30 @@ def test_mudata_layout_and_round_trip(model, tmp_path):
     assert mdata.uns["groundgan"]["seed"] == 7 and mdata.uns["groundgan"]["mode"] == "set"
     assert set(mdata.uns["groundgan_grn"]["tf"]) == set(model.layout.tfs)
     path = tmp_path / "ko.h5mu"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # mudata 0.3 about pull_on_update
-        mdata.write(path)
-        back = mudata.read_h5mu(path)
+    mdata.write(path)
+    back = mudata.read_h5mu(path)
     assert np.array_equal(back.mod[f"{tf}=0"].X, ko.X)
     assert back.uns["groundgan_perturbations"]["gene"].tolist() == [tf]
+
+
+def test_perturb_and_its_result_emit_no_future_warning(model, tmp_path, monkeypatch):
+    """mudata 0.3 warns about pull_on_update at every update of a MuData while the option is
+    unset; perturb adopts the coming default, and keeps a user's explicit choice."""
+    from mudata._core.config import OPTIONS
+
+    monkeypatch.setitem(OPTIONS, "pull_on_update", None)  # as in a fresh session
+    tf = hub_tf(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        mdata = model.perturb({tf: 0.0}, n_cells=10, seed=0)
+        gg.tl.perturbation_effect(mdata)
+        mdata.update()
+        assert mdata[:5].copy().n_obs == 5
+        mdata.write(tmp_path / "ko.h5mu")
+    assert OPTIONS["pull_on_update"] is False
+    monkeypatch.setitem(OPTIONS, "pull_on_update", True)
+    model.perturb({tf: 0.0}, n_cells=10, seed=0)
+    assert OPTIONS["pull_on_update"] is True  # the user's choice is kept
 
 
 def test_seed_none_is_recorded(model):
@@ -359,10 +377,15 @@ def test_untrained_model_is_refused(_pbmc_grn_cells_cached):
         width=1,
     )
     tf = model.layout.tfs[0]
-    with pytest.raises(InvalidInputError, match="not trained"):
+    with pytest.raises(InvalidInputError, match=r"not trained.*allow_untrained=True"):
         model.perturb({tf: 0.0}, n_cells=5, seed=0)
-    with pytest.raises(InvalidInputError, match="not trained"):
+    with pytest.raises(InvalidInputError, match=r"not trained.*allow_untrained=True"):
         model.replay_state(5, seed=0)
+    # sample and perturb treat an untrained model the same way: allowed on request
+    state = model.replay_state(5, seed=0, allow_untrained=True)
+    mdata = model.perturb({tf: 0.0}, state=state, allow_untrained=True)
+    control = model.sample(5, seed=0, allow_untrained=True)
+    assert np.array_equal(mdata.mod["control"].X, control.X)
 
 
 def test_control_modality_is_plain_anndata(model):

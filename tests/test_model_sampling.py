@@ -13,8 +13,6 @@ import groundgan as gg
 from groundgan._validation import InvalidInputError
 from groundgan.model import _sampling
 
-pytestmark = pytest.mark.filterwarnings("ignore:sampling from a model whose stage 2 is untrained")
-
 
 @pytest.fixture
 def model(pbmc_grn_cells, tiny_model_kwargs):
@@ -30,8 +28,10 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 
 def test_streamed_file_equals_in_memory_sample(model, tmp_path):
     path = tmp_path / "sim.h5ad"
-    memory = model.sample(1000, seed=5)
-    streamed = model.sample(1000, seed=5, path=path, chunk_size=100)  # 2 blocks of 64 per chunk
+    memory = model.sample(1000, seed=5, allow_untrained=True)
+    streamed = model.sample(
+        1000, seed=5, path=path, chunk_size=100, allow_untrained=True
+    )  # 2 blocks of 64 per chunk
     try:
         assert streamed.isbacked and Path(streamed.filename) == path
         assert np.array_equal(streamed.X[:], memory.X)
@@ -49,9 +49,9 @@ def test_streamed_file_equals_in_memory_sample(model, tmp_path):
 
 
 def test_cells_do_not_depend_on_how_many_or_where(model, tmp_path):
-    few = model.sample(130, seed=2, path=tmp_path / "few.h5ad", chunk_size=1)
+    few = model.sample(130, seed=2, path=tmp_path / "few.h5ad", chunk_size=1, allow_untrained=True)
     try:
-        assert np.array_equal(few.X[:], model.sample(1000, seed=2).X[:130])
+        assert np.array_equal(few.X[:], model.sample(1000, seed=2, allow_untrained=True).X[:130])
     finally:
         few.file.close()
 
@@ -59,7 +59,7 @@ def test_cells_do_not_depend_on_how_many_or_where(model, tmp_path):
 @pytest.mark.parametrize("n_cells", [0, -5, 2.5, "10", True])
 def test_bad_number_of_cells(model, n_cells):
     with pytest.raises(InvalidInputError, match="n_cells must be a positive integer") as err:
-        model.sample(n_cells, seed=0)
+        model.sample(n_cells, seed=0, allow_untrained=True)
     one_line(err)
 
 
@@ -76,7 +76,7 @@ def test_bad_number_of_cells(model, n_cells):
 def test_bad_sampling_arguments_write_nothing(model, tmp_path, monkeypatch, kwargs, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidInputError, match=message) as err:
-        model.sample(10, seed=0, **kwargs)
+        model.sample(10, seed=0, **kwargs, allow_untrained=True)
     one_line(err)
     assert list(tmp_path.iterdir()) == []
 
@@ -90,7 +90,7 @@ def test_existing_path_is_refused_and_untouched(model, tmp_path):
     path = tmp_path / "sim.h5ad"
     path.write_bytes(b"precious")
     with pytest.raises(InvalidInputError, match="sim.h5ad exists; choose a new file name") as err:
-        model.sample(10, seed=0, path=path)
+        model.sample(10, seed=0, path=path, allow_untrained=True)
     one_line(err)
     assert path.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir()] == ["sim.h5ad"]
@@ -108,7 +108,7 @@ def test_crash_mid_write_leaves_no_file(model, tmp_path, monkeypatch, crash):
 
     monkeypatch.setattr(_sampling, "generate_blocks", crashing)
     with pytest.raises(type(crash)):
-        model.sample(1000, seed=0, path=tmp_path / "sim.h5ad", chunk_size=64)
+        model.sample(1000, seed=0, path=tmp_path / "sim.h5ad", chunk_size=64, allow_untrained=True)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -133,6 +133,6 @@ def test_streaming_memory_is_bounded_by_the_chunk(pbmc_grn_cells, tiny_model_kwa
     backed = ad.read_h5ad(path, backed="r")
     try:
         assert backed.shape == (n_cells, adata.n_vars)
-        assert np.array_equal(backed.X[:2048], model.sample(2048, seed=0).X)
+        assert np.array_equal(backed.X[:2048], model.sample(2048, seed=0, allow_untrained=True).X)
     finally:
         backed.file.close()

@@ -38,3 +38,33 @@ def test_top_level_names_load_on_first_use():
         assert getattr(gg, name) is not None
     with pytest.raises(AttributeError, match="has no attribute 'nonexistent'"):
         gg.nonexistent  # noqa: B018
+
+
+def test_error_classes_are_public():
+    from groundgan._validation import InvalidInputError
+    from groundgan.model import TrainingInterrupted
+    from groundgan.train._loop import TrainingInterrupted as defined
+
+    assert gg.InvalidInputError is InvalidInputError and issubclass(InvalidInputError, ValueError)
+    assert gg.TrainingInterrupted is TrainingInterrupted is defined
+    assert issubclass(TrainingInterrupted, KeyboardInterrupt)
+    assert {"InvalidInputError", "TrainingInterrupted"} <= set(gg.__all__) & set(dir(gg))
+    with pytest.raises(gg.InvalidInputError):
+        gg.datasets.tf_list("zebrafish")
+
+
+def test_training_interrupted_says_how_to_resume():
+    message = str(gg.TrainingInterrupted("stage2", 10))
+    assert message.startswith("stage2: interrupted after step 10")
+    assert "train() again" in message and "checkpoint_dir" in message
+
+
+def test_error_classes_load_without_the_single_cell_stack():
+    code = (
+        "import sys, groundgan as gg; gg.InvalidInputError; gg.TrainingInterrupted;"
+        f"print(sorted(set({SINGLE_CELL_STACK!r}) & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -105,6 +105,23 @@ def test_preprocess_refuses_non_counts_and_leaves_input_untouched(pbmc_counts, t
     assert_anndata_equal(before, pbmc_counts)
 
 
+@pytest.mark.filterwarnings("ignore:Variable names are not unique:UserWarning")
+def test_preprocess_refuses_duplicated_gene_names(pbmc_counts):
+    names = list(pbmc_counts.var_names)
+    names[5], names[9], names[11] = names[0], names[0], names[1]
+    pbmc_counts.var_names = names
+    before = pbmc_counts.copy()
+    with pytest.raises(gg.InvalidInputError) as info:
+        gg.pp.preprocess(pbmc_counts)
+    message = str(info.value)
+    assert "2 duplicated gene names" in message
+    assert f"{names[0]}, {names[1]}" in message and "var_names_make_unique()" in message
+    assert_anndata_equal(before, pbmc_counts)
+    pbmc_counts.var_names_make_unique()
+    gg.pp.preprocess(pbmc_counts, n_top_genes=100)  # the fix works
+    assert pbmc_counts.n_vars == 100
+
+
 @pytest.mark.parametrize(
     "kwargs", [{"n_top_genes": 0}, {"library_size": -1}, {"min_genes": -2}, {"min_cells": 1.5}]
 )

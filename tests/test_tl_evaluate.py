@@ -133,3 +133,29 @@ def test_errors(cells):
         gg.tl.evaluate(test, other, n_estimators=-5)
     with pytest.raises(InvalidInputError, match="sigma must be"):
         gg.tl.evaluate(test, other, sigma="median", **FAST)
+
+
+def test_cells_on_different_scales_are_refused(cells):
+    """Raw counts (or log-transformed cells) against library-size-normalised ones."""
+    test, other, _ = cells
+    raw = gg.datasets.pbmc68k_reduced()[other.obs_names, other.var_names].copy()
+    logged = other.copy()
+    logged.X = np.log1p(other.X)
+    before = [x.X.copy() for x in (test, raw, logged)]
+    with pytest.raises(InvalidInputError) as info:
+        gg.tl.evaluate(test, {"GRouNdGAN": other, "counts": raw}, **FAST)
+    message = str(info.value)
+    assert message.startswith("row 'counts': real and simulated cells are on different scales")
+    assert "raw counts against library-size-normalised" in message
+    assert "normalise both the same way" in message
+    with pytest.raises(
+        InvalidInputError, match="the 'log' cells look log-transformed and the real"
+    ):
+        gg.tl.evaluate(test, {"log": logged}, **FAST)
+    with pytest.raises(InvalidInputError, match="the real cells look log-transformed"):
+        gg.tl.evaluate(logged, other, **FAST)
+    for x, X in zip((test, raw, logged), before, strict=True):
+        assert (x.X != X).nnz == 0
+    scaled = other.copy()
+    scaled.X = other.X * 0.6  # within a factor of 2: the same scale
+    assert list(gg.tl.evaluate(test, scaled, control=False, **FAST).index) == ["simulated"]

@@ -13,20 +13,38 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from . import baselines, datasets, grn, pl, pp, tl
+    from ._errors import InvalidInputError
     from .model import GroundGAN
+    from .train import TrainingInterrupted
 
-__all__ = ["GroundGAN", "baselines", "datasets", "grn", "pl", "pp", "tl", "__version__"]
+__all__ = [
+    "GroundGAN",
+    "InvalidInputError",
+    "TrainingInterrupted",
+    "baselines",
+    "datasets",
+    "grn",
+    "pl",
+    "pp",
+    "tl",
+    "__version__",
+]
 
 _SUBMODULES = {"baselines", "datasets", "grn", "model", "nn", "pl", "pp", "tl", "train"}
+
+#: Top-level names and the module that defines each (imported on first use).
+_CLASSES = {
+    "GroundGAN": ".model",
+    "InvalidInputError": "._errors",
+    "TrainingInterrupted": ".train",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
-    if name == "GroundGAN":
-        from .model import GroundGAN
-
-        return GroundGAN
+    if name in _CLASSES:
+        return getattr(importlib.import_module(_CLASSES[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -12,9 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-
-class InvalidInputError(ValueError):
-    """Input data or arguments that groundgan cannot work with; the message names the problem."""
+from ._errors import InvalidInputError  # the public gg.InvalidInputError; defined apart
 
 
 def to_dense(X) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Data sets: the embedded default, the paper's reference data and TF lists (pooch registry).
 
-Every downloadable file is listed once in :data:`REGISTRY` (file name -> sha256, or ``None``
+The TF symbols of :func:`tf_list` ship with the package (``groundgan/data``, hash-checked on
+load) and need no network. Every downloadable file is listed once in :data:`REGISTRY` (file name -> sha256, or ``None``
 where no hash is known) and :data:`URLS` (file name -> download addresses, tried in order).
 Files are cached in ``pooch.os_cache("groundgan")`` or, when the environment variable
 ``GROUNDGAN_DATA_DIR`` is set, in that folder (read at each call, so it can be changed at run
@@ -9,9 +10,11 @@ time). A file already in the cache with the registered hash is never downloaded 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +22,8 @@ import pooch
 import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
+
+from ._validation import InvalidInputError
 
 __all__ = [
     "REGISTRY",
@@ -31,6 +36,7 @@ __all__ = [
     "paul15",
     "pbmc68k",
     "pbmc68k_reduced",
+    "shipped_tf_manifest",
     "tf_list",
     "tumor_all",
 ]
@@ -45,7 +51,8 @@ _TUMOR_ALL_COLLECTION = "968834a0-1895-40df-8720-666029b3bbac"
 
 #: file name -> ``"sha256:<hex>"`` or ``None`` (hash unknown: the file is accepted as is).
 REGISTRY: dict[str, str | None] = {
-    # AnimalTFDB 4.0 human TF list (the paper used 3.0; see tf_list).
+    # AnimalTFDB 4.0 human TF table (the paper used 3.0; see tf_list). Its symbols ship with
+    # the package (groundgan/data); the full table is needed for ids="ensembl" only.
     "tf/Homo_sapiens_TF.txt": "sha256:3e7eef2d615e0b95c98e3ed817caeb9e341e369b1b1356ce7b947d7e2c53ff4d",
     # AnimalTFDB 3.0 mouse TF list, byte-identical to the file the GRouNdGAN authors used.
     "tf/Mus_musculus_TF.txt": "sha256:c09a702a433584eb8db30024b3712feaa69672dbdedf7a68489a1e719f884dd3",
@@ -94,6 +101,9 @@ _NOT_DOWNLOADABLE = {
 }
 
 _TF_FILES = {"human": "tf/Homo_sapiens_TF.txt", "mouse": "tf/Mus_musculus_TF.txt"}
+
+#: Manifest of the TF symbol lists shipped in ``groundgan/data`` (source, version, sha256).
+SHIPPED_TF_MANIFEST = "tf_symbols.json"
 
 
 class DownloadError(OSError):
@@ -206,15 +216,30 @@ def tf_list(species: str, *, ids: str = "symbol") -> list[str]:
     species
         ``"human"`` or ``"mouse"`` (case-insensitive).
     ids
-        ``"symbol"`` (gene symbols, column ``Symbol``) or ``"ensembl"`` (gene ids, column
-        ``Ensembl``), for data whose ``var_names`` are Ensembl ids.
+        ``"symbol"`` (gene symbols) or ``"ensembl"`` (Ensembl gene ids, column ``Ensembl`` of
+        the full AnimalTFDB table), for data whose ``var_names`` are Ensembl ids.
 
     Returns
     -------
-    Sorted list of unique identifiers (empty entries dropped).
+    list of str
+        Sorted unique identifiers (empty entries dropped).
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown ``species`` or ``ids``.
+    ValueError
+        A shipped symbol list that fails its sha256 check (a damaged installation).
+    DownloadError
+        ``ids="ensembl"``: the full table is not cached and cannot be downloaded.
 
     Notes
     -----
+    The symbols ship with the package (``groundgan/data/tf_symbols_<species>.txt``, with the
+    source file's and their own sha256 in ``tf_symbols.json``), so ``ids="symbol"`` needs no
+    network and no data folder. ``ids="ensembl"`` reads the full AnimalTFDB table through the
+    registry (:func:`fetch`: the cache, ``GROUNDGAN_DATA_DIR`` or a download).
+
     The mouse list is AnimalTFDB 3.0, the exact file the GRouNdGAN authors used. The human
     list is **AnimalTFDB 4.0** (1,637 symbols): the paper used AnimalTFDB 3.0 for both species,
     but 3.0 is no longer distributed, so a human GRN built with this list can contain TFs
@@ -223,19 +248,57 @@ def tf_list(species: str, *, ids: str = "symbol") -> list[str]:
     Examples
     --------
     >>> import groundgan as gg
-    >>> tfs = gg.datasets.tf_list("mouse")  # doctest: +SKIP
-    >>> len(tfs), tfs[:3]  # doctest: +SKIP
+    >>> tfs = gg.datasets.tf_list("mouse")
+    >>> len(tfs), tfs[:3]
     (1623, ['2010315B03Rik', '2210418O10Rik', '2410141K09Rik'])
     """
     key = str(species).lower()
     if key not in _TF_FILES:
-        raise ValueError(f"species must be one of {sorted(_TF_FILES)} (any case), got {species!r}")
-    columns = {"symbol": "Symbol", "ensembl": "Ensembl"}
-    if ids not in columns:
-        raise ValueError(f"ids must be one of {sorted(columns)}, got {ids!r}")
+        raise InvalidInputError(
+            f"species must be one of {sorted(_TF_FILES)} (any case), got {species!r}"
+        )
+    if ids == "symbol":
+        return _shipped_tf_symbols(key)
+    if ids != "ensembl":
+        raise InvalidInputError(f"ids must be one of ['ensembl', 'symbol'], got {ids!r}")
     table = pd.read_csv(fetch(_TF_FILES[key]), sep="\t", dtype=str)
-    values = table[columns[ids]].dropna().str.strip()
+    values = table["Ensembl"].dropna().str.strip()
     return sorted(set(values[values != ""]))
+
+
+def shipped_tf_manifest() -> dict[str, dict[str, Any]]:
+    """Provenance of the shipped TF symbol lists: ``{species: entry}``.
+
+    Returns
+    -------
+    dict
+        Per species: ``file``, ``sha256`` (of the shipped file), ``n_symbols``, ``source``
+        (AnimalTFDB version and file), ``source_file`` (its name in :data:`REGISTRY`) and
+        ``source_sha256``.
+    """
+    text = (_shipped_folder() / SHIPPED_TF_MANIFEST).read_text(encoding="utf-8")
+    return json.loads(text)["files"]
+
+
+def _shipped_tf_symbols(species: str) -> list[str]:
+    """The shipped TF symbols of ``"human"`` or ``"mouse"``, checked against their sha256."""
+    entry = shipped_tf_manifest()[species]
+    data = (_shipped_folder() / entry["file"]).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry["sha256"]:
+        raise ValueError(
+            f"the shipped TF list groundgan/data/{entry['file']} failed its integrity check "
+            f"(sha256 {digest}, expected {entry['sha256']}): the installation is damaged; "
+            "reinstall groundgan"
+        )
+    return [line for line in data.decode("utf-8").splitlines() if line]
+
+
+def _shipped_folder():
+    """The package's data folder (a :mod:`importlib.resources` traversable)."""
+    from importlib import resources
+
+    return resources.files("groundgan") / "data"
 
 
 # ----------------------------------------------------------------------------- data sets

@@ -23,6 +23,7 @@ from ._validation import (
     InvalidInputError,
     check_positive_int,
     check_raw_counts,
+    format_names,
     matrix_of,
 )
 
@@ -30,6 +31,19 @@ __all__ = ["cluster", "preprocess", "train_test_split"]
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _check_unique_genes(adata: AnnData) -> None:
+    """Refuse duplicated gene names (a GRN, the model and the metrics address genes by name)."""
+    names = adata.var_names
+    if names.is_unique:
+        return
+    duplicated = list(names[names.duplicated()].unique())
+    raise InvalidInputError(
+        f"adata.var_names has {len(duplicated)} duplicated gene name"
+        f"{'s' if len(duplicated) > 1 else ''} ({format_names(duplicated)}): make them unique "
+        "first, e.g. with adata.var_names_make_unique()"
+    )
 
 
 def _nonzero_per_row(X) -> np.ndarray:
@@ -181,8 +195,9 @@ def preprocess(
     Parameters
     ----------
     adata
-        Cells x genes, raw UMI counts (integers) in ``X``, sparse or dense. Anything else
-        (normalised, log-transformed, scaled data) is refused and ``adata`` left untouched.
+        Cells x genes, raw UMI counts (integers) in ``X``, sparse or dense, with unique gene
+        names. Anything else (normalised, log-transformed, scaled data, duplicated
+        ``var_names``) is refused and ``adata`` left untouched.
     n_top_genes
         Number of highly variable genes to keep. With fewer genes passing the filters, all
         are kept and a warning is issued.
@@ -215,6 +230,7 @@ def preprocess(
     library_size = _check_positive_number(library_size, "library_size")
     min_genes = _check_nonnegative_int(min_genes, "min_genes")
     min_cells = _check_nonnegative_int(min_cells, "min_cells")
+    _check_unique_genes(adata)
     check_raw_counts(adata.X, "adata.X")
     plan = _preprocess_plan(adata, n_top_genes, library_size, min_genes, min_cells)
 

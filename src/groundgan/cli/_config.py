@@ -8,7 +8,9 @@ that names the section and the key. The ``[model]`` and ``[train]`` sections tak
 arguments of :class:`groundgan.GroundGAN` and :meth:`groundgan.GroundGAN.train`, read from their
 signatures, so the configuration follows the model's API.
 
-Relative paths are resolved against the folder of the configuration file.
+Relative input paths (``[data] path``, ``[grn] path``, ``[grn] tfs``) are resolved against the
+folder of the configuration file; the run directory (``[run] output``) against the current
+directory, so a run writes where it is started, not next to a shared configuration file.
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ def _check_perturbations(v):
     for item in v:
         if not isinstance(item, dict) or not item:
             raise _Mismatch
-        if not all(isinstance(k, str) and _is_number(x) for k, x in item.items()):
+        if not all(isinstance(k, str) and _is_number(x) and x >= 0 for k, x in item.items()):
             raise _Mismatch
         result.append({k: float(x) for k, x in item.items()})
     return result
@@ -222,7 +224,8 @@ FLOAT_OR_AUTO = Kind('a positive number or "auto"', _check_float_or_auto)
 OPTIONAL_POSITIVE_INT = Kind("a positive integer (0: not set)", _check_optional_positive_int)
 STRING_LIST = Kind("an array of strings", _check_str_list)
 PERTURBATIONS = Kind(
-    "an array of tables {TF = value, ...}, e.g. [{SPI1 = 0.0}, {SPI1 = 0.0, IRF8 = 0.0}]",
+    "an array of tables {TF = value, ...} with values >= 0, e.g. "
+    "[{SPI1 = 0.0}, {SPI1 = 0.0, IRF8 = 0.0}]",
     _check_perturbations,
 )
 
@@ -239,7 +242,11 @@ class Option:
 # ----------------------------------------------------------------------------- schema
 
 RUN = {
-    "output": Option(PATH, "groundgan_run", "run directory (outputs, checkpoints, step markers)"),
+    "output": Option(
+        PATH,
+        "groundgan_run",
+        "run directory (outputs, checkpoints, step markers); relative to the current directory",
+    ),
     "threads": Option(
         NONNEGATIVE_INT, 0, "torch CPU threads (0: torch's default, all available cores)"
     ),
@@ -583,8 +590,9 @@ def _resolve(base: Path, value: str) -> str:
 
 
 def _check_files(sections: dict[str, dict[str, Any]], base: Path) -> None:
-    """Resolve relative paths against ``base`` and require the input files to exist."""
-    sections["run"]["output"] = _resolve(base, sections["run"]["output"])
+    """Resolve the run directory against the current directory, input files against ``base``,
+    and require the input files to exist."""
+    sections["run"]["output"] = _resolve(Path.cwd(), sections["run"]["output"])
     for section, key in sorted(_FILE_KEYS):
         value = sections[section].get(key)
         if value is None:
@@ -626,8 +634,9 @@ def load_config(
 
     Returns
     -------
-    The validated :class:`Config`, every default filled in, relative paths made absolute
-    (relative to the file's folder).
+    The validated :class:`Config`, every default filled in, relative paths made absolute:
+    input files relative to the file's folder, the run directory (``[run] output``, default
+    ``groundgan_run``) relative to the current directory.
 
     Raises
     ------
@@ -651,7 +660,8 @@ def config_from_dict(
 ) -> Config:
     """Validate a configuration given as ``{section: {key: value}}`` (as TOML would give it).
 
-    Relative paths are resolved against ``base``; see :func:`load_config`.
+    Relative input paths are resolved against ``base``, the run directory against the
+    current directory; see :func:`load_config`.
     """
     raw = copy.deepcopy(dict(raw))
     options = schema()

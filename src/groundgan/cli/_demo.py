@@ -44,6 +44,11 @@ def add_parser(commands) -> None:
         default="fp32",
         help="bf16: bfloat16 autocast (CUDA, or CPUs with AVX512-BF16/AMX)",
     )
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep the training checkpoints (--out/checkpoints/); removed at the end by default",
+    )
     p.set_defaults(func=run_demo)
 
 
@@ -81,6 +86,7 @@ def demo_config(args: argparse.Namespace):
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """``groundgan demo``: returns the exit code (errors: one line, from ``groundgan.cli.main``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,8 +94,20 @@ def run_demo(args: argparse.Namespace) -> int:
 
     pipeline = Pipeline(demo_config(args))
     pipeline.run()
+    kept = "checkpoints/ (kept), " if args.keep_checkpoints else ""
+    if not args.keep_checkpoints:
+        remove_checkpoints(pipeline.run_dir)
     print(
-        f"wrote {args.out}/: simulated.h5ad, evaluation.csv, embedding.png, grn.csv, model/ "
-        "(and the other outputs of 'groundgan run')"
+        f"wrote {pipeline.run_dir}/: simulated.h5ad, evaluation.csv, embedding.png, grn.csv, "
+        f"model/, {kept}train.h5ad, test.h5ad, history.csv, config.json, steps/"
     )
     return 0
+
+
+def remove_checkpoints(run_dir: Path) -> None:
+    """Remove the demo's training checkpoints once it has finished (the model is saved)."""
+    import shutil
+
+    from ._run import CHECKPOINT_DIR
+
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)

@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -233,19 +232,88 @@ class Pipeline:
     def _say(self, step: str, message: str) -> None:
         self.log(f"[{time.perf_counter() - self._start:7.1f} s] {step}: {message}")
 
+    # checks --------------------------------------------------------------------------------
+    def check(self) -> None:
+        """What can be checked before any step: the ``[train] device`` and the ``[perturb]``
+        TFs (:meth:`check_perturbations`). Raises a one-line ``ValueError``."""
+        from ..model._groundgan import resolve_device
+
+        resolve_device(self.config["train"].get("device", "auto"))
+        self.check_perturbations()
+
+    def check_perturbations(self) -> None:
+        """Refuse ``[perturb]`` genes that are not TFs of the GRN, as soon as it is known.
+
+        Checked against ``grn.csv`` once the ``grn`` step is done; before that, against the
+        GRN file of ``[grn] path``, or against the TF list the GRN will be inferred with (a
+        gene outside it cannot become a TF). :meth:`run` checks before its first step and
+        again once ``grn`` has run, so a wrong TF stops the run before hours of training.
+
+        Raises
+        ------
+        RunError
+            One line naming the gene: not a TF of the GRN, a target gene, or not in the TF list.
+        """
+        if not self.enabled("perturb"):
+            return
+        genes = [gene for item in self.config["perturb"]["perturbations"] for gene in item]
+        tfs, targets, where = self._perturbable()
+        for gene in genes:
+            if gene in tfs:
+                continue
+            if targets is None:
+                raise RunError(
+                    f"[perturb] perturbations: {gene!r} is not in {where}, so it cannot be a TF "
+                    "of the inferred GRN; perturb a TF of that list"
+                )
+            from .._validation import format_names
+
+            known = f"TFs: {format_names(sorted(tfs))}"
+            if gene in targets:
+                raise RunError(
+                    f"[perturb] perturbations: {gene!r} is a target gene of {where}, not a TF; "
+                    f"only TFs can be perturbed ({known})"
+                )
+            raise RunError(f"[perturb] perturbations: {gene!r} is not a TF of {where} ({known})")
+
+    def _perturbable(self) -> tuple[set[str], set[str] | None, str]:
+        """``(TFs, target genes or None, where they come from)`` for :meth:`check_perturbations`.
+
+        ``None`` for the targets: the GRN is still to be inferred, the TFs are its TF list.
+        """
+        from .. import datasets, grn
+
+        settings = self.config["grn"]
+        if self.state("grn") == "done":
+            table, where = grn.read(self.path("grn.csv")), f"the GRN {self.path('grn.csv')}"
+        elif "path" in settings:
+            table, where = grn.read(settings["path"]), f"the GRN {settings['path']} ([grn] path)"
+        elif "tfs" in settings:
+            return set(read_tf_list(Path(settings["tfs"]))), None, f"the TF list {settings['tfs']}"
+        else:
+            species = settings["species"]
+            return set(datasets.tf_list(species)), None, f"the {species} AnimalTFDB TF list"
+        tfs = set(table["tf"])
+        return tfs, set(table["target"]) - tfs, where
+
     # running -------------------------------------------------------------------------------
     def run(self, steps: Sequence[str] | None = None, force: bool = False) -> dict[str, str]:
         """Run ``steps`` (default: all) in pipeline order; returns ``{step: what happened}``.
 
         A step not asked for must be done already when a step asked for reads its outputs.
+        The device and the ``[perturb]`` TFs are checked before the first step (:meth:`check`),
+        the TFs again once ``grn`` has run.
         """
         selected = list(STEPS) if not steps else [s for s in STEPS if s in set(steps)]
+        self.check()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         outcome: dict[str, str] = {}
         with run_lock(self.run_dir):
             write_json(json.loads(self.config.to_json()), self.path("config.json"))
             for step in selected:
                 outcome[step] = self._run_step(step, selected, force)
+                if step == "grn":
+                    self.check_perturbations()  # the GRN is known now: before any training
         return outcome
 
     def _run_step(self, step: str, selected: Sequence[str], force: bool) -> str:
@@ -413,26 +481,39 @@ class Pipeline:
         self._say("train", f"trained {steps['stage1']:,} + {steps['stage2']:,} steps")
         return outputs
 
-    def _load_model(self) -> GroundGAN:
+    def _load_model(self, step: str) -> GroundGAN:
+        """The trained model; a model whose stage 2 did not train (``[train] stages = [1]``)
+        is used as the configuration asks, with a note in the log."""
         from ..model import GroundGAN
         from ..model._groundgan import resolve_device
 
         device = resolve_device(self.config["train"].get("device", "auto"))
-        return GroundGAN.load(self.path("model"), device=str(device))
+        model = GroundGAN.load(self.path("model"), device=str(device))
+        if not model.is_trained_:
+            self._say(
+                step,
+                "the model's stage 2 has not trained ([train] stages): the cells come from "
+                "untrained target generators",
+            )
+        return model
 
     def _step_sample(self) -> list[str]:
         settings = self.config["sample"]
-        model = self._load_model()
+        model = self._load_model("sample")
         out = self.path("simulated.h5ad")
         out.unlink(missing_ok=True)
         chunk_size = settings.get("chunk_size")
         if chunk_size:
             sim = model.sample(
-                settings["n_cells"], seed=settings["seed"], path=out, chunk_size=chunk_size
+                settings["n_cells"],
+                seed=settings["seed"],
+                path=out,
+                chunk_size=chunk_size,
+                allow_untrained=True,  # as configured; noted by _load_model
             )
             sim.file.close()
         else:
-            sim = model.sample(settings["n_cells"], seed=settings["seed"])
+            sim = model.sample(settings["n_cells"], seed=settings["seed"], allow_untrained=True)
             write_h5ad(sim, out)
         self._say("sample", f"{settings['n_cells']:,} cells x {model.module.n_genes} genes")
         return ["simulated.h5ad"]
@@ -465,17 +546,16 @@ class Pipeline:
         from .. import tl
 
         settings = self.config["perturb"]
-        model = self._load_model()
+        model = self._load_model("perturb")
         mdata = model.perturb(
             settings["perturbations"],
             n_cells=settings["n_cells"],
             seed=settings["seed"],
             mode=settings["mode"],
+            allow_untrained=True,  # as configured; noted by _load_model
         )
         with atomic_output(self.path("perturbation.h5mu")) as tmp:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # mudata's pull_on_update notice
-                mdata.write(str(tmp))
+            mdata.write(str(tmp))
         effect = tl.perturbation_effect(mdata)
         write_csv(effect, self.path("perturbation_effect.csv"), index=False)
         keys = [k for k in mdata.mod if k != "control"]
@@ -576,17 +656,9 @@ def run_command(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(threads)
     pipeline = Pipeline(config)
-    if args.check:
+    if args.check:  # the device is not checked: a GPU job may be checked on a machine without one
+        pipeline.check_perturbations()
         _print_states(pipeline)
         return 0
-    try:
-        pipeline.run(args.step, force=args.force)
-    except KeyboardInterrupt:
-        print("groundgan run: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    except (RuntimeError, OSError) as err:
-        if type(err).__name__ in ("CheckpointLockedError", "DownloadError"):
-            lines = (line.strip() for line in str(err).splitlines())
-            raise RunError(" ".join(line for line in lines if line)) from err
-        raise
+    pipeline.run(args.step, force=args.force)  # errors: one line, from groundgan.cli.main
     return 0

@@ -116,6 +116,8 @@ def _dask_client(client) -> Iterator:
     with warnings.catch_warnings():
         # without a dashboard the scheduler still serves health checks, on port 8787 if free
         warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
+        # offline, distributed cannot find the host's outward address; the cluster is local
+        warnings.filterwarnings("ignore", "Couldn't detect a suitable IP", RuntimeWarning)
         cluster = LocalCluster(
             n_workers=_n_cpus(),
             threads_per_worker=1,

@@ -36,10 +36,40 @@ MIN_CELLS = 10
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
+    """The torch device to use: ``"auto"`` -> CUDA when available, else CPU.
+
+    Raises
+    ------
+    InvalidInputError
+        One line naming the fix: a string torch does not read as a device, or a CUDA device
+        where torch has no CUDA (a CPU-only build, or no GPU visible) or no such GPU.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidInputError(
+            f"device={device!r} is not a torch device: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if resolved.type != "cuda":
+        return resolved
+    if not torch.cuda.is_available():
+        why = (
+            f"this torch ({torch.__version__}) is a CPU-only build"
+            if torch.version.cuda is None
+            else "torch sees no CUDA GPU (check the driver and CUDA_VISIBLE_DEVICES)"
+        )
+        raise InvalidInputError(
+            f"device={device!r} but {why}: use device='cpu' or 'auto', or install a CUDA build "
+            "of torch that matches your driver"
+        )
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise InvalidInputError(
+            f"device={device!r} but torch sees {torch.cuda.device_count()} CUDA GPU(s): use "
+            f"'cuda:0' to 'cuda:{torch.cuda.device_count() - 1}', 'cuda' or 'auto'"
+        )
+    return resolved
 
 
 class GroundGAN:
@@ -637,6 +667,7 @@ class GroundGAN:
         seed: int | None = None,
         path: str | Path | None = None,
         chunk_size: int | None = None,
+        allow_untrained: bool = False,
     ) -> AnnData:
         """Simulate ``n_cells`` cells.
 
@@ -654,6 +685,9 @@ class GroundGAN:
             Stream the cells into an ``.h5ad`` file at ``path``, ``chunk_size`` cells (rounded
             up to whole blocks) at a time, with memory bounded by the chunk; the returned
             AnnData is then backed by that file.
+        allow_untrained
+            Sample a model whose stage 2 has not trained (``is_trained_`` is False), e.g. to
+            compare cells before and after training. Without it such a model is refused.
 
         Returns
         -------
@@ -661,12 +695,15 @@ class GroundGAN:
         values >= 0 summing to the library size per cell, ``obs["simulated"]``, and in ``uns``:
         ``"groundgan"`` (model, version, seed, steps) and ``"groundgan_grn"`` (the imposed GRN,
         the ground truth of these cells).
+
+        Raises
+        ------
+        InvalidInputError
+            ``n_cells`` or ``seed`` invalid, or an untrained model without
+            ``allow_untrained=True``.
         """
         n_cells = check_positive_int(n_cells, "n_cells")
-        if not self.is_trained_:
-            warnings.warn(
-                "sampling from a model whose stage 2 is untrained", UserWarning, stacklevel=2
-            )
+        _perturb.check_trained(self, allow_untrained, "sample()")
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -674,7 +711,9 @@ class GroundGAN:
         return _sampling.sample(self, n_cells, int(seed), path, chunk_size)
 
     # perturbation --------------------------------------------------------------------------
-    def replay_state(self, n_cells: int, seed: int | None = None) -> _perturb.ReplayState:
+    def replay_state(
+        self, n_cells: int, seed: int | None = None, allow_untrained: bool = False
+    ) -> _perturb.ReplayState:
         """The state that determines ``n_cells`` control cells, for exact, reusable replay.
 
         It holds the causal controller's noise, the target generators' noise, the pre-LSN TF
@@ -686,13 +725,16 @@ class GroundGAN:
         (:class:`groundgan.model.ReplayState`). It records a fingerprint of the model's
         weights: another model (or this one after further training) refuses it.
 
+        An untrained model (stage 2 has no steps) is refused unless ``allow_untrained=True``,
+        as in :meth:`sample`.
+
         Examples
         --------
         >>> state = model.replay_state(1000, seed=0)
         >>> ko = model.perturb({"SPI1": 0.0}, state=state)
         >>> state.save("pbmc_state.npz")
         """
-        return _perturb.replay_state(self, n_cells, seed)
+        return _perturb.replay_state(self, n_cells, seed, allow_untrained)
 
     def perturb(
         self,
@@ -701,6 +743,7 @@ class GroundGAN:
         seed: int | None = None,
         mode: Literal["set", "scale"] = "set",
         state: _perturb.ReplayState | None = None,
+        allow_untrained: bool = False,
     ) -> _perturb.MuData:
         """In-silico perturbation of TFs with exact replay; returns matched cells as MuData.
 
@@ -731,6 +774,9 @@ class GroundGAN:
             ``"scale"``: the TF's value is multiplied by ``value`` (2: twofold overexpression).
         state
             A :meth:`replay_state` to replay (``n_cells`` and ``seed`` then come from it).
+        allow_untrained
+            Perturb a model whose stage 2 has not trained, as in :meth:`sample`. Without it such
+            a model is refused.
 
         Returns
         -------
@@ -746,8 +792,9 @@ class GroundGAN:
         ------
         ValueError
             Naming the problem: unknown gene, a target gene instead of a TF, NaN/infinite or
-            negative values, an empty perturbation, an unknown mode, an untrained model, a
-            state from another model, ``n_cells``/``seed`` that disagree with ``state``.
+            negative values, an empty perturbation, an unknown mode, an untrained model
+            (without ``allow_untrained=True``), a state from another model,
+            ``n_cells``/``seed`` that disagree with ``state``.
 
         Examples
         --------
@@ -757,7 +804,7 @@ class GroundGAN:
         >>> up = model.perturb({"SPI1": 2.0}, mode="scale", n_cells=1000, seed=0)  # "SPI1*2"
         >>> gg.tl.perturbation_effect(ko)
         """
-        return _perturb.perturb(self, perturbations, n_cells, seed, mode, state)
+        return _perturb.perturb(self, perturbations, n_cells, seed, mode, state, allow_untrained)
 
     # persistence ---------------------------------------------------------------------------
     def save(self, dir_path: str | Path, overwrite: bool = False) -> None:

@@ -93,6 +93,9 @@ def save_model(
 
 def load_model(cls, dir_path: Path, adata: AnnData | None, device: str) -> GroundGAN:
     """Restore a model written by :func:`save_model`; ``adata`` is checked before it is set up."""
+    from ._groundgan import resolve_device
+
+    device = resolve_device(device)  # a CUDA device without CUDA: a one-line error, first
     record, var_names, grn = _read_model_dir(cls, dir_path)
     layout = GRNLayout.from_grn(grn, var_names)
     if adata is not None:

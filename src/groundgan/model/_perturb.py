@@ -355,11 +355,14 @@ def _record_to(record: GenerationRecord, device: torch.device) -> GenerationReco
     return GenerationRecord(*tensors, *stats)
 
 
-def check_trained(model: GroundGAN) -> None:
-    if not model.is_trained_:
+def check_trained(model: GroundGAN, allow_untrained: bool, what: str) -> None:
+    """Refuse an untrained model (stage 2 has no steps) unless ``allow_untrained``."""
+    if not isinstance(allow_untrained, (bool, np.bool_)):
+        raise InvalidInputError(f"allow_untrained must be True or False, got {allow_untrained!r}")
+    if not allow_untrained and not model.is_trained_:
         raise InvalidInputError(
-            "the model is not trained (stage 2 has no steps): call model.train() before "
-            "perturbing it"
+            f"the model is not trained (stage 2 has no steps), so {what} would give untrained "
+            "cells: call model.train() first, or pass allow_untrained=True to get them anyway"
         )
 
 
@@ -371,12 +374,14 @@ def draw_seed(seed: int | None) -> int:
     return int(seed)
 
 
-def replay_state(model: GroundGAN, n_cells: int, seed: int | None) -> ReplayState:
+def replay_state(
+    model: GroundGAN, n_cells: int, seed: int | None, allow_untrained: bool = False
+) -> ReplayState:
     """Draw the replay state of ``model.sample(n_cells, seed)`` (see :class:`ReplayState`).
 
     The noise comes from :func:`groundgan.model._sampling.noise_blocks`, as in ``sample()``.
     """
-    check_trained(model)
+    check_trained(model, allow_untrained, "replay_state()")
     n_cells = check_positive_int(n_cells, "n_cells")
     seed = draw_seed(seed)
     records = []
@@ -394,13 +399,17 @@ def replay_state(model: GroundGAN, n_cells: int, seed: int | None) -> ReplayStat
 
 
 def resolve_state(
-    model: GroundGAN, n_cells: int | None, seed: int | None, state: ReplayState | None
+    model: GroundGAN,
+    n_cells: int | None,
+    seed: int | None,
+    state: ReplayState | None,
+    allow_untrained: bool = False,
 ) -> ReplayState:
     """The given state (checked against ``model``, ``n_cells`` and ``seed``) or a new one."""
     if state is None:
         if n_cells is None:
             raise InvalidInputError("n_cells is required (or pass a replay state as state=)")
-        return replay_state(model, n_cells, seed)
+        return replay_state(model, n_cells, seed, allow_untrained)
     if not isinstance(state, ReplayState):
         raise InvalidInputError(f"state must be a ReplayState, got {type(state).__name__}")
     if n_cells is not None and n_cells != state.n_cells:
@@ -512,6 +521,22 @@ def modality(
     return AnnData(X=X, obs=obs, var=var, uns=uns)
 
 
+def adopt_pull_on_update() -> None:
+    """Adopt mudata's coming default ``pull_on_update=False`` unless the user has chosen.
+
+    The perturbation MuData is built for it (obs columns are pulled explicitly). With the
+    option unset, mudata 0.3 emits a ``FutureWarning`` at every ``update()``, ``copy()``,
+    slice and ``write()`` of the result; setting it (globally: mudata has no per-object
+    option) silences them. An explicit ``mudata.set_options(pull_on_update=...)`` is kept.
+    """
+    try:
+        from mudata._core.config import OPTIONS
+    except ImportError:  # a mudata without the transitional option
+        return
+    if "pull_on_update" in OPTIONS and OPTIONS["pull_on_update"] is None:
+        mudata.set_options(pull_on_update=False)
+
+
 def to_mudata(
     model: GroundGAN,
     state: ReplayState,
@@ -527,8 +552,8 @@ def to_mudata(
             model, perturbation.name, X, zero, state.seed, perturbation
         )
     # shared genes (axis=1); obs/var columns are pulled explicitly (mudata >= 0.3 semantics)
-    with mudata.set_options(pull_on_update=False):
-        mdata = MuData(mods, axis=1)
+    adopt_pull_on_update()
+    mdata = MuData(mods, axis=1)
     mdata.pull_obs()
     mdata.var["grn_role"] = mods[CONTROL].var["grn_role"]
     info = copy.deepcopy(mods[CONTROL].uns["groundgan"])
@@ -546,12 +571,13 @@ def perturb(
     seed: int | None,
     mode: Literal["set", "scale"],
     state: ReplayState | None,
+    allow_untrained: bool = False,
 ) -> MuData:
     """Matched control and perturbed cells; see :meth:`GroundGAN.perturb`."""
-    check_trained(model)
+    check_trained(model, allow_untrained, "perturb()")
     parsed = parse_perturbations(model, perturbations, mode)
     if n_cells is not None:
         n_cells = check_positive_int(n_cells, "n_cells")
-    state = resolve_state(model, n_cells, seed, state)
+    state = resolve_state(model, n_cells, seed, state, allow_untrained=True)  # checked above
     control, perturbed, zero = replay_cells(model, state, parsed)
     return to_mudata(model, state, parsed, control, perturbed, zero, mode)

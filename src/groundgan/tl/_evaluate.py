@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .._validation import InvalidInputError, check_positive_int
+from .._validation import InvalidInputError, check_positive_int, looks_log_transformed
 from ._metrics import (
     Cells,
     _centroid_distance,
@@ -30,6 +30,38 @@ __all__ = ["evaluate"]
 METRICS = ("cosine", "euclidean", "mmd", "rf_auroc", "milisi")
 
 CONTROL = "control"
+
+#: Real and simulated cells whose median totals per cell differ by more than this factor are
+#: on different scales (e.g. raw counts against library-size-normalised cells).
+MAX_SCALE_RATIO = 2.0
+
+_SAME_SCALE_FIX = (
+    "normalise both the same way (e.g. library-size normalised, no log: what gg.pp.preprocess, "
+    "gg.grn.subset and the simulators give)"
+)
+
+
+def _check_same_scale(name: str, Xr: np.ndarray, Xs: np.ndarray) -> None:
+    """Refuse real and simulated cells on different scales: one set log-transformed and the
+    other not, or median totals per cell more than :data:`MAX_SCALE_RATIO` apart."""
+    real_log, sim_log = looks_log_transformed(Xr), looks_log_transformed(Xs)
+    if real_log != sim_log:
+        logged, other = ("real", f"{name!r}") if real_log else (f"{name!r}", "real")
+        raise InvalidInputError(
+            f"row {name!r}: the {logged} cells look log-transformed and the {other} cells do "
+            f"not: {_SAME_SCALE_FIX}"
+        )
+    real_total = float(np.median(Xr.sum(axis=1)))
+    sim_total = float(np.median(Xs.sum(axis=1)))
+    if real_total <= 0 or sim_total <= 0:
+        return  # mostly empty cells: no scale to compare
+    ratio = max(real_total, sim_total) / min(real_total, sim_total)
+    if ratio > MAX_SCALE_RATIO:
+        raise InvalidInputError(
+            f"row {name!r}: real and simulated cells are on different scales (median total per "
+            f"cell {real_total:.4g} vs {sim_total:.4g}, {ratio:.3g}x apart; e.g. raw counts "
+            f"against library-size-normalised cells): {_SAME_SCALE_FIX}"
+        )
 
 
 def _control_halves(X: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +155,11 @@ def evaluate(
         Real (held-out test) cells, cells x genes, library-size normalised; never modified.
     sim
         Simulated cells on the same genes (row ``"simulated"``), or a dict ``name -> cells``
-        (one row per name). Genes in another order are aligned to the real cells.
+        (one row per name). Genes in another order are aligned to the real cells. They must be
+        on the real cells' scale: a set whose median total per cell is more than
+        :data:`MAX_SCALE_RATIO` (2) times off that of the real cells (raw counts against
+        normalised cells), or that looks log-transformed when the real cells do not (or the
+        reverse), is refused before anything is computed.
     seed
         Seed of the control split, the PCAs, the forests and the t-SNEs: same seed, same table.
     control
@@ -186,6 +222,8 @@ def evaluate(
         pairs[CONTROL] = _control_halves(Xr, seed)
     for name, (Xa, Xb) in pairs.items():
         _check_sizes(name, len(Xa), len(Xb), Xr.shape[1], params)
+        if name != CONTROL:
+            _check_same_scale(name, Xa, Xb)
 
     shared_sigma = _mmd_sigma(Xr, Xr, sigma) if sigma == "real" else None
     rows, seconds, sigmas = {}, {}, {}

@@ -23,10 +23,19 @@ class NonFiniteLossError(FloatingPointError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped training cleanly: after step ``step`` of stage ``stage``, with every
-    weight that of a completed step."""
+    weight that of a completed step.
+
+    Importable as ``groundgan.TrainingInterrupted``. The message says how to resume: call
+    ``train()`` again on the same model, or, in a new process, train a new model with the same
+    ``checkpoint_dir`` (``groundgan run``: run the same command again).
+    """
 
     def __init__(self, stage: str, step: int):
-        super().__init__(f"{stage}: interrupted after step {step}")
+        super().__init__(
+            f"{stage}: interrupted after step {step}; to resume, call train() again on the "
+            "same model (it keeps every completed step), or train a new model with the same "
+            "checkpoint_dir to resume from its newest checkpoint"
+        )
         self.stage, self.step = stage, step
 
 
