@@ -51,11 +51,15 @@ import numpy as np
 VARIANTS: dict[str, dict[str, dict]] = {
     "paper": {"model": {}, "train": {"recipe": "paper"}},
     "fast": {"model": {}, "train": {"recipe": "fast"}},
+    "fast-attached-labels": {"model": {}, "train": {"recipe": "fast"}, "patch": "attached-labels"},
     "short-lr": {
         "model": {},
         "train": {"lr_stage1": 1e-3, "lr_stage1_final": 1e-4, "batch_size_stage2": 256},
     },
 }
+#: Variants that change the training step itself, for side-by-side measurement only: the
+#: function is applied before training (see :func:`attach_labeler_labels`).
+PATCHES: dict[str, str] = {"attached-labels": "attach_labeler_labels"}
 #: The metrics of a point, in the order of the plot's panels.
 METRICS = ("mmd", "rf_auroc", "milisi", "euclidean")
 DATASETS = {"mouse": "mouse", "pbmc": "human"}
@@ -222,6 +226,25 @@ def grn_recovery(model, data: dict, seed: int) -> dict:
     }
 
 
+def attach_labeler_labels() -> None:
+    """The reference implementation's generator loss: the labels of the labeler losses (the
+    simulated TFs after LSN) are not detached, so their gradient reaches the targets through
+    the library-size scale."""
+    import torch.nn.functional as F
+
+    from groundgan.train import GroundGANStage
+
+    def extra_generator_losses(self, fake, real):
+        m = self.module
+        fake_targets, fake_tfs = self.split(fake)
+        return [
+            F.mse_loss(m.labeler(fake_targets), fake_tfs),
+            F.mse_loss(m.antilabeler(fake_targets), fake_tfs),
+        ]
+
+    GroundGANStage.extra_generator_losses = extra_generator_losses
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
 
@@ -231,6 +254,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.variant not in VARIANTS:
         raise SystemExit(f"unknown variant {args.variant!r}; one of {sorted(VARIANTS)}")
     variant = VARIANTS[args.variant]
+    if "patch" in variant:
+        globals()[PATCHES[variant["patch"]]]()
     model_kwargs = {**variant["model"], **parse_assignments(args.model_set)}
     train_kwargs = {**variant["train"], **parse_assignments(args.set)}
     data = prepare(args)
@@ -239,6 +264,7 @@ def run(args: argparse.Namespace) -> dict:
     record = {
         "name": args.name or args.variant,
         "variant": args.variant,
+        "patch": variant.get("patch"),
         "model_kwargs": model_kwargs,
         "train_kwargs": train_kwargs,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

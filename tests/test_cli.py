@@ -510,6 +510,7 @@ def test_demo_is_a_run_of_a_builtin_config(tmp_path):
     assert config["train"]["max_steps_stage1"] == config["train"]["max_steps_stage2"] == 3
     assert config["preprocess"]["n_top_genes"] == 200 and config["grn"]["k"] == 5
     assert config["train"]["precision"] == "fp32"
+    assert config["train"]["recipe"] == "fast"
     bf16 = build_parser().parse_args(["demo", "--out", str(tmp_path / "d"), "--precision", "bf16"])
     assert demo_config(bf16)["train"]["precision"] == "bf16"
 

@@ -61,12 +61,9 @@ def demo_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "grn": {"species": "human", "k": args.k, "method": "grnboost2", "seed": args.seed},
         "model": {"labeler_hidden": [500, 500, 500], "sample_block_size": 256},
         "train": {
+            "recipe": "fast",
             "max_steps_stage1": args.steps,
             "max_steps_stage2": args.steps,
-            "batch_size_stage1": 128,
-            "batch_size_stage2": 256,
-            "lr_stage1": 1e-3,
-            "lr_stage1_final": 1e-4,
             "device": args.device,
             "precision": args.precision,
             "seed": args.seed,
