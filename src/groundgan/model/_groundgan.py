@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from tqdm.auto import tqdm
 
 from .._validation import InvalidInputError, check_positive_int, matrix_of, to_dense
 from .._version import __version__
@@ -367,7 +368,9 @@ class GroundGAN:
         keep_checkpoints
             How many of the newest checkpoints to keep.
         progress_bar
-            Show a progress bar per stage.
+            Show one progress bar over both stages (steps still to train, with the estimated
+            time left; stage-2 steps take longer than stage-1 steps, so the estimate grows once
+            stage 2 starts).
         stages
             Which stages to run: ``(1, 2)``, ``(1,)`` or ``(2,)``.
         log_every
@@ -495,6 +498,7 @@ class GroundGAN:
         checkpoints = (
             _io.Checkpointer.open(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
         )
+        bar = None
         try:
             hooks = []
             if monitor is not None:  # before the checkpoint hook: a checkpoint holds its step's row
@@ -504,30 +508,34 @@ class GroundGAN:
                 checkpoints.resume(self)
                 hooks.append((checkpoint_every, checkpoints.hook(self)))
             hooks.extend(user_hooks)
-            for name in run_names:
-                if name == "stage1" and self.steps_["stage2"] > 0:
-                    continue  # the controller is frozen once stage 2 has started
+            # the controller is frozen once stage 2 has started
+            to_run = [n for n in run_names if n == "stage2" or self.steps_["stage2"] == 0]
+            bar = tqdm(
+                total=sum(max(settings[n].max_steps - self.steps_[n], 0) for n in to_run),
+                desc="training",
+                unit="step",
+                disable=not progress_bar,
+                dynamic_ncols=True,
+            )
+            for name in to_run:
                 stage_settings = settings[name]
                 deadline = None
                 if clock is not None:
                     stage_settings, deadline = self._fit_to_budget(
                         name, stage_settings, performance, data, clock, run_names
                     )
+                    bar.total += stage_settings.max_steps - settings[name].max_steps
+                    bar.refresh()
                 self._train_stage(
-                    name,
-                    stage_settings,
-                    performance,
-                    data,
-                    hooks,
-                    progress_bar,
-                    log_every,
-                    deadline,
+                    name, stage_settings, performance, data, hooks, bar, log_every, deadline
                 )
         except TrainingInterrupted:
             if checkpoints is not None:  # a clean stop: keep it, so that a resume starts here
                 checkpoints.write(self, dict(self.steps_))
             raise
         finally:
+            if bar is not None:
+                bar.close()
             if checkpoints is not None:
                 checkpoints.close()
 
@@ -562,7 +570,7 @@ class GroundGAN:
         return hooks
 
     def _train_stage(
-        self, name, settings, performance, data, hooks, progress_bar, log_every, deadline=None
+        self, name, settings, performance, data, hooks, bar, log_every, deadline=None
     ) -> None:
         start = self.steps_[name]
         if start >= settings.max_steps:
@@ -588,7 +596,7 @@ class GroundGAN:
                 start,
                 settings.max_steps,
                 log_every=log_every,
-                progress_bar=progress_bar,
+                bar=bar,
                 hooks=hooks,
                 rows=self._running_rows,
                 stop_after=clock,

@@ -49,6 +49,7 @@ def run_stage(
     hooks: Sequence[tuple[int, StepHook]] = (),
     rows: list[dict] | None = None,
     stop_after: Callable[[int], bool] | None = None,
+    bar: tqdm | None = None,
 ) -> list[dict]:
     """Train ``stage`` from ``start_step`` up to ``max_steps`` completed steps.
 
@@ -70,20 +71,27 @@ def run_stage(
     logged, hooks run) and the loop returns, leaving ``stage.completed_steps`` below
     ``max_steps``.
 
+    ``bar``: a progress bar shared with other stages (advanced, labelled with the stage's name,
+    left open); by default the stage shows one of its own when ``progress_bar`` is true.
+
     Returns the log rows; given a ``rows`` list, they are appended to it as they are logged, so
     that the caller keeps them when training is interrupted.
     """
     rows = [] if rows is None else rows
     buffer = torch.zeros(len(stage.metric_names), device=stage.data.device)
     n_buffered = 0
-    bar = tqdm(
-        total=max_steps,
-        initial=start_step,
-        desc=f"{stage.name}",
-        disable=not progress_bar,
-        dynamic_ncols=True,
-        leave=True,
-    )
+    own_bar = bar is None
+    if own_bar:
+        bar = tqdm(
+            total=max_steps,
+            initial=start_step,
+            desc=f"{stage.name}",
+            disable=not progress_bar,
+            dynamic_ncols=True,
+            leave=True,
+        )
+    else:
+        bar.set_description(stage.name)
     with interrupt_after_step() as interrupt_requested:
         try:
             for step in range(start_step + 1, max_steps + 1):
@@ -111,7 +119,8 @@ def run_stage(
                 if last:
                     break
         finally:
-            bar.close()
+            if own_bar:
+                bar.close()
     return rows
 
 
