@@ -51,6 +51,7 @@ import numpy as np
 VARIANTS: dict[str, dict[str, dict]] = {
     "paper": {"model": {}, "train": {"recipe": "paper"}},
     "fast": {"model": {}, "train": {"recipe": "fast"}},
+    "fast-warm-critic": {"model": {}, "train": {"recipe": "fast", "warm_start_critic": True}},
     "fast-attached-labels": {"model": {}, "train": {"recipe": "fast"}, "patch": "attached-labels"},
     "short-lr": {
         "model": {},

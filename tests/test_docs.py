@@ -71,3 +71,26 @@ def test_notebooks_are_committed_executed_without_errors(name):
 def test_model_figure_is_committed():
     assert (DOCS / "_static" / "model.png").stat().st_size > 10_000
     assert "_static/model.png" in (DOCS / "index.md").read_text()
+
+
+def readme_quick_start() -> str:
+    """The Python block of the README's quick start."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Quick start") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("\n```", start)]
+
+
+def test_readme_quick_start_runs_without_warnings(tmp_path, monkeypatch):
+    """As written, on fewer genes and a budget of seconds (the pipeline and its settings are
+    those of the README; only the sizes shrink)."""
+    import warnings
+
+    code = readme_quick_start()
+    assert "n_top_genes=500" in code and "max_time=10 * 60" in code
+    code = code.replace("n_top_genes=500", "n_top_genes=100").replace("10 * 60", "3")
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "pbmc_model" / "model.json").exists()

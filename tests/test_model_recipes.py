@@ -130,3 +130,22 @@ def test_sample_perturb_and_replay_generate_from_the_average(model):
     np.testing.assert_array_equal(model.sample(40, seed=3).X, sim.X)
     with pytest.raises(ValueError, match="another model"):
         model.perturb({tf: 0.0}, state=state)  # the average is part of the model's identity
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_warm_start_critic_starts_stage_2_from_the_stage_1_critic(model, warm):
+    model.train(stages=(1,), **STEPS)
+    fresh = {k: v.clone() for k, v in model.module.critic.state_dict().items()}
+    model.train(
+        max_steps_stage1=6,
+        max_steps_stage2=1,
+        batch_size_stage2=64,
+        lr_critic_stage2=1e-12,  # the critic barely moves in its one step
+        lr_critic_stage2_final=1e-12,
+        warm_start_critic=warm,
+        device="cpu",
+        progress_bar=False,
+    )
+    start = model.module.controller_critic.state_dict() if warm else fresh
+    for key, value in model.module.critic.state_dict().items():
+        torch.testing.assert_close(value, start[key], rtol=0, atol=1e-8)

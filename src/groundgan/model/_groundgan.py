@@ -298,6 +298,7 @@ class GroundGAN:
         recipe: str = "paper",
         max_time: float | timedelta | None = None,
         ema_decay: float | None = None,
+        warm_start_critic: bool | None = None,
         stage1_time_share: float | None = None,
     ) -> None:
         """Train stage 1 (causal controller) and then stage 2 (GRouNdGAN).
@@ -403,6 +404,9 @@ class GroundGAN:
             and generate from it (:meth:`sample`, :meth:`perturb`, :meth:`replay_state`); the
             averaged controller becomes the frozen controller of stage 2. ``0`` turns it off.
             Paper: off; fast: 0.999. Not in the paper (Yazıcı et al. 2019).
+        warm_start_critic
+            Start the stage-2 critic from the trained stage-1 critic (both judge whole cells
+            with the same architecture) instead of from a fresh initialisation. Not in the paper.
         stage1_time_share
             With ``max_time``: the share of the budget given to stage 1 (paper: 0.1; fast:
             0.3).
@@ -433,6 +437,7 @@ class GroundGAN:
                 lr_labeler=lr_labeler,
                 weight_decay=weight_decay,
                 ema_decay=ema_decay,
+                warm_start_critic=warm_start_critic,
                 stage1_time_share=stage1_time_share,
             )
         )
@@ -527,7 +532,15 @@ class GroundGAN:
                     bar.total += stage_settings.max_steps - settings[name].max_steps
                     bar.refresh()
                 self._train_stage(
-                    name, stage_settings, performance, data, hooks, bar, log_every, deadline
+                    name,
+                    stage_settings,
+                    performance,
+                    data,
+                    hooks,
+                    bar,
+                    log_every,
+                    deadline,
+                    hp.warm_start_critic,
                 )
         except TrainingInterrupted:
             if checkpoints is not None:  # a clean stop: keep it, so that a resume starts here
@@ -570,13 +583,24 @@ class GroundGAN:
         return hooks
 
     def _train_stage(
-        self, name, settings, performance, data, hooks, bar, log_every, deadline=None
+        self,
+        name,
+        settings,
+        performance,
+        data,
+        hooks,
+        bar,
+        log_every,
+        deadline=None,
+        warm_start_critic=False,
     ) -> None:
         start = self.steps_[name]
         if start >= settings.max_steps:
             return
         if name == "stage2" and start == 0:  # the averaged controller is stage 2's controller
             self.module.adopt_average("controller")
+            if warm_start_critic:
+                self.module.critic.load_state_dict(self.module.controller_critic.state_dict())
         stage = self._stage(name, settings, performance, data)
         stage.completed_steps = start
         if name == "stage2" and start == 0 and self.calibrate_targets:

@@ -33,6 +33,8 @@ class Recipe:
     lr_labeler: float
     weight_decay: float
     ema_decay: float | None
+    #: start the stage-2 critic from the trained stage-1 critic (same architecture)
+    warm_start_critic: bool
     #: with ``max_time``: the share of the time given to stage 1 (the rest goes to stage 2)
     stage1_time_share: float
 
@@ -63,6 +65,7 @@ PAPER = Recipe(
     lr_labeler=1e-4,
     weight_decay=0.01,
     ema_decay=None,
+    warm_start_critic=False,
     stage1_time_share=0.1,
 )
 
