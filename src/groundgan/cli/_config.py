@@ -349,6 +349,7 @@ _KNOWN_KINDS = {
     "recipe": _choice("paper", "fast"),
     "max_time": POSITIVE_FLOAT,
     "ema_decay": FLOAT,
+    "warm_start_critic": BOOL,
     "stage1_time_share": POSITIVE_FLOAT,
 }
 
