@@ -301,3 +301,30 @@ def test_gpu_suite_commands_are_valid(bench):
         name, script_name, args = words[0], words[2], words[3:]
         module = bench(Path(script_name).stem)
         module.parse_args([*args, "--json", f"{name}.json"])
+
+
+def test_learning_curve_records_both_stages_against_an_equal_size_control(bench, tmp_path):
+    curve = bench("learning_curve")
+    record_path = tmp_path / "curve.json"
+    argv = ["run", "--data", "pbmc", "--genes", "60", "--k", "3", "--n-test", "100"]
+    argv += ["--variant", "fast", "--steps-stage1", "4", "--steps-stage2", "4", "--eval-every"]
+    argv += ["2", "--cache", str(tmp_path / "cache"), "--json", str(record_path)]
+    argv += ["--model-set", "labeler_hidden=[16]", "controller_hidden=[32,32]"]
+    argv += ["critic_hidden=[32,16]", "sample_block_size=64"]
+    argv += ["--set", "batch_size_stage2=64"]
+    curve.main(argv)
+    record = json.loads(record_path.read_text())
+    assert [(p["stage"], p["step"]) for p in record["points"]] == [
+        ("stage1", 2),
+        ("stage1", 4),
+        ("stage2", 2),
+        ("stage2", 4),
+    ]
+    assert record["cells_per_row"] == 50  # the simulated cells and each control half
+    assert record["hyperparameters"]["ema_decay"] == 0.999  # the fast recipe, resolved
+    assert set(record["control"]) == {"cosine", "euclidean", "mmd", "rf_auroc", "milisi"}
+    seconds = [p["train_cpu_seconds"] for p in record["points"]]
+    assert seconds == sorted(seconds) and seconds[0] > 0
+    assert (tmp_path / "cache").is_dir()  # the GRN is cached for parallel variants
+    curve.main(["plot", str(record_path), str(record_path), "--out", str(tmp_path / "c.png")])
+    assert (tmp_path / "c.png").stat().st_size > 10_000
