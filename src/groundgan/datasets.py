@@ -150,7 +150,9 @@ def fetch(name: str, *, processor=None, progress: bool = False):
 
     Returns
     -------
-    :class:`pathlib.Path` of the file (or the processor's result).
+    pathlib.Path
+        The local file; with a ``processor``, whatever the processor returns instead (e.g.
+        the list of extracted files of :class:`pooch.Untar`).
 
     Raises
     ------
@@ -313,8 +315,9 @@ def pbmc68k_reduced() -> AnnData:
 
     Returns
     -------
-    AnnData with integer raw counts (``float32``, sparse CSR) in ``X`` and the cell annotations
-    of the bundled file in ``obs`` (``bulk_labels``: 10 cell types, ``n_counts``, ...).
+    AnnData
+        Integer raw counts (``float32``, sparse CSR) in ``X`` and the cell annotations of the
+        bundled file in ``obs`` (``bulk_labels``: 10 cell types, ``n_counts``, ...).
     """
     bundled = sc.datasets.pbmc68k_reduced()
     logged = bundled.raw.X
@@ -337,7 +340,8 @@ def mouse_10k_subset() -> AnnData:
 
     Returns
     -------
-    AnnData with sparse raw counts in ``X`` and ``var["gene_ids"]`` (Ensembl ids).
+    AnnData
+        Sparse raw counts in ``X`` and ``var["gene_ids"]`` (Ensembl ids).
 
     Examples
     --------
@@ -367,7 +371,9 @@ def pbmc68k(annotations: bool = True, progress: bool = True) -> AnnData:
 
     Returns
     -------
-    AnnData (cells x genes, gene symbols made unique) with raw UMI counts (sparse) in ``X``.
+    AnnData
+        Cells x genes (gene symbols made unique) with raw UMI counts (sparse) in ``X``; with
+        ``annotations=True`` also ``obs["celltype"]``.
 
     Examples
     --------
@@ -492,8 +498,9 @@ def tumor_all(dataset_id: str | None = None, progress: bool = True) -> AnnData:
 
     Returns
     -------
-    AnnData with raw counts (from the file's ``raw.X`` where present) in ``X`` and gene
-    symbols (``var["feature_name"]``, made unique) as ``var_names``.
+    AnnData
+        Raw counts (from the file's ``raw.X`` where present) in ``X`` and gene symbols
+        (``var["feature_name"]``, made unique) as ``var_names``.
 
     Examples
     --------

@@ -477,10 +477,14 @@ class _GANBaseline:
 
         Returns
         -------
-        AnnData with the training genes; ``X``: float32 values >= 0, each cell summing to the
-        library size; ``obs["simulated"]`` (``True``) and, for conditional models,
-        ``obs[labels_key]`` (cells grouped by label, in label order); ``uns["groundgan"]``:
-        model, version, seed, library size, block size and training steps.
+        AnnData
+            The simulated cells, on the training genes:
+
+            - ``X``: float32 values >= 0, each cell summing to the library size;
+            - ``obs["simulated"]`` (``True``) and, for conditional models,
+              ``obs[labels_key]`` (cells grouped by label, in label order);
+            - ``uns["groundgan"]``: model, version, seed, library size, block size and
+              training steps.
         """
         if not self.is_trained_:
             raise NotTrainedError(

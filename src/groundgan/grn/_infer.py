@@ -242,9 +242,10 @@ def importance_table(
 
     Returns
     -------
-    DataFrame ``tf, target, importance``: one row per scored pair with ``tf != target``,
-    sorted by decreasing importance (then ``tf``, ``target``). GRNBoost2 and GENIE3 leave out
-    pairs of zero importance (as arboreto does).
+    pandas.DataFrame
+        Columns ``tf``, ``target`` and ``importance``: one row per scored pair with
+        ``tf != target``, sorted by decreasing importance (then ``tf``, ``target``). GRNBoost2
+        and GENIE3 leave out pairs of zero importance (as arboreto does).
 
     Examples
     --------
@@ -320,11 +321,12 @@ def from_importances(table: pd.DataFrame, k: int = 15, strategy: str = "top") ->
 
     Returns
     -------
-    DataFrame ``tf, target, importance`` sorted by decreasing importance, then ``tf``,
-    ``target``. A gene chosen as a regulator anywhere is removed from the targets (the GRN
-    is a bipartite DAG, TF -> target); a TF-list gene never chosen as a regulator stays an
-    ordinary target. Every gene of the result is a TF with at least one target or a target
-    with at least one (and at most ``k``) TFs.
+    pandas.DataFrame
+        The GRN's edges: columns ``tf``, ``target`` and ``importance``, sorted by decreasing
+        importance, then ``tf``, ``target``. A gene chosen as a regulator anywhere is removed
+        from the targets (the GRN is a bipartite DAG, TF -> target); a TF-list gene never
+        chosen as a regulator stays an ordinary target. Every gene of the result is a TF with
+        at least one target or a target with at least one (and at most ``k``) TFs.
 
     Examples
     --------
@@ -381,9 +383,10 @@ def infer(
 
     Returns
     -------
-    DataFrame ``tf, target, importance`` (sorted by decreasing importance, then ``tf``,
-    ``target``); ``attrs`` records ``method``, ``k``, ``strategy`` and ``seed``. The same
-    seed gives an identical GRN.
+    pandas.DataFrame
+        The GRN's edges: columns ``tf``, ``target`` and ``importance``, sorted by decreasing
+        importance, then ``tf``, ``target``; ``attrs`` records ``method``, ``k``,
+        ``strategy`` and ``seed``.
 
     Examples
     --------

@@ -691,10 +691,14 @@ class GroundGAN:
 
         Returns
         -------
-        AnnData with the training genes (``var["grn_role"]``: ``"tf"``/``"target"``), float32
-        values >= 0 summing to the library size per cell, ``obs["simulated"]``, and in ``uns``:
-        ``"groundgan"`` (model, version, seed, steps) and ``"groundgan_grn"`` (the imposed GRN,
-        the ground truth of these cells).
+        AnnData
+            The simulated cells, on the training genes:
+
+            - ``X``: float32 values >= 0 summing to the library size per cell;
+            - ``var["grn_role"]``: ``"tf"`` or ``"target"``;
+            - ``obs["simulated"]`` (``True``);
+            - ``uns["groundgan"]``: model, version, seed and steps;
+            - ``uns["groundgan_grn"]``: the imposed GRN, the ground truth of these cells.
 
         Raises
         ------
@@ -780,13 +784,17 @@ class GroundGAN:
 
         Returns
         -------
-        :class:`mudata.MuData` with ``axis=1`` (the modalities share the genes): ``"control"`` and
-        one modality per perturbation, named ``"SPI1=0"``, ``"GATA1=0,TAL1=0"`` or ``"SPI1*2"``.
-        Row ``i`` of every modality is the same simulated cell: obs names
-        ``"<modality>:sim_<i>"`` with ``obs["cell"] = "sim_<i>"`` (the obs name in
-        :meth:`sample`). ``var`` holds ``grn_role``, ``perturbed_tf`` and ``direct_target``;
-        ``mdata.uns`` holds ``"groundgan_perturbations"`` (table: modality, gene, value, mode),
-        ``"groundgan"`` (seed, n_cells, mode, model) and ``"groundgan_grn"``.
+        mudata.MuData
+            With ``axis=1`` (the modalities share the genes): ``"control"`` and one modality
+            per perturbation, named ``"SPI1=0"``, ``"GATA1=0,TAL1=0"`` or ``"SPI1*2"``.
+
+            - Row ``i`` of every modality is the same simulated cell: obs names
+              ``"<modality>:sim_<i>"`` with ``obs["cell"] = "sim_<i>"`` (the obs name in
+              :meth:`sample`).
+            - ``var`` holds ``grn_role``, ``perturbed_tf`` and ``direct_target``.
+            - ``mdata.uns`` holds ``"groundgan_perturbations"`` (a table: modality, gene,
+              value, mode), ``"groundgan"`` (seed, n_cells, mode, model) and
+              ``"groundgan_grn"`` (the imposed GRN).
 
         Raises
         ------

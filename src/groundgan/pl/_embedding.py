@@ -97,7 +97,8 @@ def embedding(
 
     Returns
     -------
-    The axes.
+    matplotlib.axes.Axes
+        The axes drawn into.
 
     Examples
     --------
@@ -195,7 +196,8 @@ def evaluation(
 
     Returns
     -------
-    The list of axes, one per metric.
+    list of matplotlib.axes.Axes
+        One axes per metric.
 
     Examples
     --------

@@ -195,7 +195,8 @@ def perturbation(
 
     Returns
     -------
-    The axes.
+    matplotlib.axes.Axes
+        The axes drawn into.
 
     Examples
     --------

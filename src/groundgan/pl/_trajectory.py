@@ -189,7 +189,8 @@ def paga_compare(
 
     Returns
     -------
-    The two axes.
+    list of matplotlib.axes.Axes
+        The two axes: real, then simulated.
 
     Examples
     --------

@@ -181,11 +181,12 @@ def evaluate(
 
     Returns
     -------
-    :class:`pandas.DataFrame` indexed by set name (simulated sets in the given order, then
-    ``"control"``), columns ``cosine``, ``euclidean``, ``mmd``, ``rf_auroc``, ``milisi``.
-    ``df.attrs`` records ``n_cells`` (per row, the two set sizes), ``mmd_sigma`` (per row),
-    ``seconds`` and ``cpu_seconds`` (wall-clock and process CPU time, all threads, per row and
-    metric) and ``seed``.
+    pandas.DataFrame
+        Indexed by set name (simulated sets in the given order, then ``"control"``), columns
+        ``cosine``, ``euclidean``, ``mmd``, ``rf_auroc``, ``milisi``. ``df.attrs`` records
+        ``n_cells`` (per row, the two set sizes), ``mmd_sigma`` (per row), ``seconds`` and
+        ``cpu_seconds`` (wall-clock and process CPU time, all threads, per row and metric)
+        and ``seed``.
 
     Examples
     --------

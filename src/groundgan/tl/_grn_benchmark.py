@@ -266,7 +266,8 @@ def grn_benchmark(
 
     Returns
     -------
-    A :class:`GRNBenchmarkResult`; ``print`` it for a summary, ``.to_series()`` for a row.
+    GRNBenchmarkResult
+        The scores; ``print`` it for a summary, ``.to_series()`` for a table row.
 
     Examples
     --------

@@ -208,7 +208,8 @@ def centroid_distance(
 
     Returns
     -------
-    The distance (0 for identical centroids).
+    float
+        The distance (0 for identical centroids).
 
     Examples
     --------
@@ -327,7 +328,8 @@ def mmd(
 
     Returns
     -------
-    :math:`\mathrm{MMD}^2` (0 = same distribution; at most 18 on this scale).
+    float
+        :math:`\mathrm{MMD}^2` (0 = same distribution; at most 18 on this scale).
 
     Notes
     -----
@@ -434,7 +436,8 @@ def rf_auroc(
 
     Returns
     -------
-    AUROC in [0, 1]: 0.5 = indistinguishable, 1 = perfectly separated.
+    float
+        AUROC in [0, 1]: 0.5 = indistinguishable, 1 = perfectly separated.
 
     Examples
     --------
@@ -537,7 +540,8 @@ def lisi(
 
     Returns
     -------
-    Per-cell LISI, between 1 (one label around the cell) and the number of labels.
+    numpy.ndarray
+        Per-cell LISI, between 1 (one label around the cell) and the number of labels.
 
     Examples
     --------
@@ -664,8 +668,11 @@ def joint_embedding(
 
     Returns
     -------
-    ``(coordinates, origin)``: an (n_cells, 2) array and the categorical origin of each row
-    (``"real"``, then the set names; a single set is called ``"simulated"``).
+    coordinates : numpy.ndarray
+        The (n_cells, 2) coordinates, real cells first, then each simulated set in turn.
+    origin : pandas.Categorical
+        The origin of each row: ``"real"``, then the set names (a single set is called
+        ``"simulated"``).
 
     Examples
     --------
@@ -747,8 +754,9 @@ def milisi(
 
     Returns
     -------
-    miLISI between 1 (real and simulated cells separate) and 2 (perfectly mixed), or the
-    per-cell values with ``return_per_cell=True``.
+    float or numpy.ndarray
+        miLISI between 1 (real and simulated cells separate) and 2 (perfectly mixed), or the
+        per-cell values with ``return_per_cell=True``.
 
     Examples
     --------
