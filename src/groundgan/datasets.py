@@ -405,9 +405,16 @@ def paul15(progress: bool = True) -> AnnData:
     2,730 cells x 3,451 informative genes, read exactly like :func:`scanpy.datasets.paul15`
     (same public file, same gene selection) but cached through the groundgan registry.
 
+    Parameters
+    ----------
+    progress
+        Show a download progress bar.
+
     Returns
     -------
-    AnnData with the (non-logarithmised) UMI counts in ``X`` and ``obs["paul15_clusters"]``.
+    AnnData
+        The (non-logarithmised) UMI counts in ``X`` and the cluster labels in
+        ``obs["paul15_clusters"]``.
 
     Examples
     --------
@@ -440,10 +447,17 @@ def dahlin18(progress: bool = True) -> AnnData:
     SIGAB1, SIGAC1, SIGAD1; LK: SIGAF1, SIGAG1, SIGAH1). The authors' cell QC (the 44,802
     cells of their force-directed graph) is not applied: run :func:`groundgan.pp.preprocess`.
 
+    Parameters
+    ----------
+    progress
+        Show a download progress bar.
+
     Returns
     -------
-    AnnData with raw counts (sparse) in ``X``, Ensembl gene ids as ``var_names`` (use
-    ``tf_list("mouse", ids="ensembl")``) and ``obs["sample"]``, ``obs["gate"]``.
+    AnnData
+        Raw counts (sparse) in ``X``, Ensembl gene ids as ``var_names`` (use
+        ``tf_list("mouse", ids="ensembl")``), the sample name in ``obs["sample"]`` and its
+        sorting gate (``"LSK"`` or ``"LK"``) in ``obs["gate"]``.
 
     Examples
     --------

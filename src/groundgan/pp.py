@@ -203,8 +203,11 @@ def preprocess(
         are kept and a warning is issued.
     library_size
         Total counts per cell after normalisation.
-    min_genes, min_cells
-        Cell and gene filter thresholds.
+    min_genes
+        Cell filter: a cell with non-zero counts in fewer genes is removed (step 1).
+    min_cells
+        Gene filter: a gene with non-zero counts in fewer cells (of those left by the cell
+        filter) is removed (step 1).
     copy
         Return a preprocessed copy instead of modifying ``adata``.
 
@@ -454,8 +457,13 @@ def cluster(
     seed
         Seed of the PCA, the neighbour search and the Louvain optimisation (Python's
         ``random`` state is restored afterwards).
-    n_top_genes, n_pcs, n_neighbors
-        Recipe parameters (paper: 1000, 50, 15).
+    n_top_genes
+        Number of highly variable genes (Cell Ranger flavour) the clustering uses (paper:
+        1000).
+    n_pcs
+        Number of principal components (paper: 50), capped by the data's size.
+    n_neighbors
+        Number of neighbours of the kNN graph (paper: 15).
 
     Returns
     -------

@@ -289,6 +289,13 @@ class _StatisticalBaseline:
 
         No pickles: arrays are plain ``.npy`` entries of an ``.npz`` file, loaded with
         ``allow_pickle=False``.
+
+        Parameters
+        ----------
+        dir_path
+            The directory; created if needed. It must be empty or absent unless ``overwrite``.
+        overwrite
+            Also write into a directory that is not empty (its model files are replaced).
         """
         path = Path(dir_path)
         check_save_dir(path, overwrite)

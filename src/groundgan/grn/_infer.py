@@ -375,11 +375,22 @@ def infer(
         TF list of the species (:func:`groundgan.datasets.tf_list`).
     k
         Regulators per target (the paper: 15).
-    method, seed, client, layer, progress
-        As in :func:`importance_table`.
+    method
+        ``"grnboost2"`` (the paper's choice), ``"genie3"``, another name of
+        :func:`available_methods` or a callable (see :func:`importance_table`).
     strategy
         ``"top"``, ``"positive_control"`` or ``"negative_control"``
         (see :func:`from_importances`).
+    seed
+        Non-negative integer seed of the importance scores; the same seed gives an identical
+        GRN.
+    client
+        A :class:`distributed.Client` to run GRNBoost2 or GENIE3 on. Default: a local cluster
+        with one single-threaded worker per available CPU, closed afterwards.
+    layer
+        Use ``adata.layers[layer]`` instead of ``X``.
+    progress
+        Show a progress bar (tqdm) over the targets.
 
     Returns
     -------

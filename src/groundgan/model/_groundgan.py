@@ -87,13 +87,20 @@ class GroundGAN:
         Library-size-normalised cells registered with :meth:`setup_anndata`.
     latent_dim
         Length of the causal controller's Gaussian noise.
-    controller_hidden, critic_hidden, labeler_hidden
-        Hidden layer sizes of the causal controller, of both critics, of the labeler and the
-        anti-labeler.
-    depth, width
-        Target generators: hidden layers per gene, and the width multiplier (a gene with ``r``
-        regulators has hidden layers of ``width * (r + 1)`` units, the ``+ 1`` being its noise).
-        ``"auto"``: the paper's rule (3 and 2 up to 5,000 edges, 2 and 1 above).
+    controller_hidden
+        Hidden layer sizes of the causal controller (the generator of stage 1).
+    critic_hidden
+        Hidden layer sizes of both critics (the causal controller's in stage 1 and the full
+        model's in stage 2).
+    labeler_hidden
+        Hidden layer sizes of the labeler and of the anti-labeler.
+    depth
+        Hidden layers of each target generator. ``"auto"``: the paper's rule, 3 up to 5,000
+        GRN edges, 2 above.
+    width
+        Width multiplier of the target generators: a gene with ``r`` regulators has hidden
+        layers of ``width * (r + 1)`` units, the ``+ 1`` being its noise. ``"auto"``: the
+        paper's rule, 2 up to 5,000 GRN edges, 1 above.
     sample_block_size
         Cells are generated in blocks of this size (BatchNorm uses batch statistics), so a cell
         never depends on how many are asked for. Saved with the model.
@@ -681,10 +688,13 @@ class GroundGAN:
             Number of cells.
         seed
             Same seed (on the same device) -> identical cells. ``None`` draws one (recorded).
-        path, chunk_size
-            Stream the cells into an ``.h5ad`` file at ``path``, ``chunk_size`` cells (rounded
-            up to whole blocks) at a time, with memory bounded by the chunk; the returned
-            AnnData is then backed by that file.
+        path
+            Stream the cells into a new ``.h5ad`` file at this path (refused when it exists),
+            with memory bounded by ``chunk_size``; the returned AnnData is then backed by that
+            file (read-only). ``None``: the cells are returned in memory.
+        chunk_size
+            When streaming to ``path``: cells held in memory at once (rounded up to whole
+            blocks); default ``8 * sample_block_size``.
         allow_untrained
             Sample a model whose stage 2 has not trained (``is_trained_`` is False), e.g. to
             compare cells before and after training. Without it such a model is refused.

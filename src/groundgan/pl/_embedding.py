@@ -76,8 +76,13 @@ def embedding(
         ``"tsne"`` (default), ``"umap"`` or ``"pca"``.
     seed
         Seed of the embedding.
-    n_pcs, tsne_perplexity, layer
-        Passed to :func:`groundgan.tl.joint_embedding`.
+    n_pcs
+        Principal components computed before t-SNE/UMAP (``None``: the genes; see
+        :func:`groundgan.tl.joint_embedding`).
+    tsne_perplexity
+        Perplexity of the t-SNE.
+    layer
+        Use this layer of the AnnData inputs instead of ``X``.
     colors
         Colour per origin (``"real"`` and the set names); defaults: grey and the tab10 cycle.
     size

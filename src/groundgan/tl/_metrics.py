@@ -199,8 +199,11 @@ def centroid_distance(
 
     Parameters
     ----------
-    real, sim
-        Real and simulated cells (cells x genes) on the same genes, library-size normalised.
+    real
+        Real cells (cells x genes): an AnnData, array or sparse matrix, library-size
+        normalised.
+    sim
+        Simulated cells on the same genes as ``real`` (same order, same normalisation).
     metric
         ``"cosine"`` (cosine distance, 1 - cosine similarity) or ``"euclidean"``.
     layer
@@ -319,8 +322,11 @@ def mmd(
 
     Parameters
     ----------
-    real, sim
-        Real and simulated cells (cells x genes) on the same genes, library-size normalised.
+    real
+        Real cells (cells x genes): an AnnData, array or sparse matrix, library-size
+        normalised.
+    sim
+        Simulated cells on the same genes as ``real`` (same order, same normalisation).
     sigma
         ``"real"`` (default), ``"pooled"`` or a positive number used as is.
     layer
@@ -418,8 +424,11 @@ def rf_auroc(
 
     Parameters
     ----------
-    real, sim
-        Real and simulated cells (cells x genes) on the same genes, library-size normalised.
+    real
+        Real cells (cells x genes): an AnnData, array or sparse matrix, library-size
+        normalised.
+    sim
+        Simulated cells on the same genes as ``real`` (same order, same normalisation).
     n_pcs
         Principal components used as features (paper: 50), capped at the number of genes (a
         40-gene GRN still evaluates); ``None`` uses the genes themselves.
@@ -733,8 +742,11 @@ def milisi(
 
     Parameters
     ----------
-    real, sim
-        Real and simulated cells (cells x genes) on the same genes, library-size normalised.
+    real
+        Real cells (cells x genes): an AnnData, array or sparse matrix, library-size
+        normalised.
+    sim
+        Simulated cells on the same genes as ``real`` (same order, same normalisation).
     perplexity
         Perplexity of the LISI kernel (paper: 30).
     n_neighbors

@@ -446,8 +446,10 @@ def trajectory_agreement(
         Simulated cells with the real genes in ``var_names``.
     groups
         The real cells' group column (the one their PAGA used).
-    n_pcs, n_neighbors
-        PCA size and neighbours of the group classifier.
+    n_pcs
+        Principal components of the PCA the group classifier works in.
+    n_neighbors
+        Neighbours of the group classifier (majority vote).
     seed
         Random seed.
     layer
