@@ -113,6 +113,37 @@ class GroundGAN:
     seed
         Seed of the weight initialisation.
 
+    Attributes
+    ----------
+    history_ : pandas.DataFrame
+        Training losses logged by :meth:`train`, one row per ``log_every`` steps (their mean):
+        ``stage`` (``"stage1"`` or ``"stage2"``), ``step`` (the stage's step count at the end
+        of the window), ``critic_loss``, ``wasserstein``, ``gradient_penalty``,
+        ``generator_loss`` and, in stage 2, ``labeler_loss`` and ``antilabeler_loss``.
+        Repeated and resumed calls append to it. Empty before training; kept in training
+        checkpoints, not in the directory :meth:`save` writes.
+    steps_ : dict of str to int
+        Steps trained so far per stage, ``{"stage1": ..., "stage2": ...}``; the
+        ``max_steps_stage*`` of :meth:`train` are totals compared with these counts. Saved
+        with the model.
+    validation_history_ : pandas.DataFrame
+        One row per validation during stage 2 (``validation_adata`` and ``validate_every`` of
+        :meth:`train`): ``stage``, ``step``, ``euclidean`` (distance between the centroids of
+        simulated and validation cells) and ``rf_auroc`` (a random forest telling them
+        apart). Empty without validation.
+    is_trained_ : bool
+        True once stage 2 has trained (``steps_["stage2"] > 0``). :meth:`sample`,
+        :meth:`perturb` and :meth:`replay_state` refuse a model that is not, unless passed
+        ``allow_untrained=True``.
+    train_record_ : dict
+        How the last :meth:`train` call was set up: ``"recipe"`` (the recipe's name),
+        ``"hyperparameters"`` (every value used, from the recipe or given explicitly),
+        ``"max_time"`` (the time budget in seconds, or ``None``), ``"steps_per_second"`` and
+        ``"planned_steps"`` (per stage: the speed measured before it started and the step
+        total fitted to the budget; empty without ``max_time``). Passing the planned totals as
+        ``max_steps_stage*`` repeats a budgeted run exactly. Empty before training; saved with
+        the model.
+
     Examples
     --------
     >>> gg.GroundGAN.setup_anndata(adata, grn=grn)
@@ -238,7 +269,14 @@ class GroundGAN:
         return self.layout.grn.copy()
 
     def n_parameters(self) -> dict[str, int]:
-        """Number of parameters per network."""
+        """Number of parameters per network.
+
+        Returns
+        -------
+        dict of str to int
+            ``causal_controller``, ``target_generators``, ``critic``, ``controller_critic``,
+            ``labeler`` and ``antilabeler``.
+        """
         m = self.module
         parts = {
             "causal_controller": m.controller,
@@ -739,8 +777,22 @@ class GroundGAN:
         (:class:`groundgan.model.ReplayState`). It records a fingerprint of the model's
         weights: another model (or this one after further training) refuses it.
 
-        An untrained model (stage 2 has no steps) is refused unless ``allow_untrained=True``,
-        as in :meth:`sample`.
+        Parameters
+        ----------
+        n_cells
+            Number of control cells.
+        seed
+            Seed of the cells, as in :meth:`sample` (``None`` draws one, recorded in the
+            state).
+        allow_untrained
+            Draw the state of a model whose stage 2 has not trained (no steps), as in
+            :meth:`sample`. Without it such a model is refused.
+
+        Returns
+        -------
+        ReplayState
+            The state of the ``n_cells`` control cells (on the CPU), for ``perturb(...,
+            state=state)``.
 
         Examples
         --------
@@ -829,6 +881,15 @@ class GroundGAN:
         """Write the model to a directory: weights (state dicts), ``model.json``, genes, GRN.
 
         No pickled Python objects: weights load with ``torch.load(weights_only=True)``.
+        ``model.json`` holds the constructor's parameters, :attr:`steps_` and
+        :attr:`train_record_`.
+
+        Parameters
+        ----------
+        dir_path
+            The directory; created if needed. It must be empty or absent unless ``overwrite``.
+        overwrite
+            Also write into a directory that is not empty (its model files are replaced).
         """
         _io.save_model(self, Path(dir_path), overwrite)
 
@@ -838,8 +899,22 @@ class GroundGAN:
     ) -> GroundGAN:
         """Restore a model written by :meth:`save`; it samples identically.
 
-        With ``adata`` (same genes, in the same order) the model can also be trained further;
-        ``adata`` is set up with the saved GRN when it is not set up yet.
+        Parameters
+        ----------
+        dir_path
+            A directory written by :meth:`save`.
+        adata
+            Training cells with the model's genes, in the same order; with them the model can
+            be trained further. ``adata`` is set up with the saved GRN when it is not set up
+            yet. ``None``: the model can sample and perturb, not train.
+        device
+            Torch device of the weights: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``
+            (CUDA when available).
+
+        Returns
+        -------
+        GroundGAN
+            The restored model.
         """
         return _io.load_model(cls, Path(dir_path), adata, device)
 
