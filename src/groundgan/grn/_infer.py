@@ -97,6 +97,26 @@ def _method_function(method: str) -> MethodFunction:
 
 # ----------------------------------------------------------------------------- dask
 
+#: dask settings while groundgan's own in-process cluster runs. Its scheduler and workers are
+#: threads of this process, talking in memory: a slow answer means a starved event loop (a
+#: loaded machine), never a lost peer, so connections wait instead of timing out (the default
+#: 30 s failed worker heartbeats under load), and no worker is removed for late heartbeats.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.comm.timeouts.connect": "600s",
+    "distributed.scheduler.worker-ttl": None,
+}
+#: The one log record of a failed worker heartbeat (logged with its traceback, then retried).
+HEARTBEAT_FAILURE = "Failed to communicate with scheduler during heartbeat"
+
+
+class _DropHeartbeatFailures(logging.Filter):
+    """Drops the worker's failed-heartbeat record: harmless (the next heartbeat retries), and
+    printed with a long traceback. Attached to ``distributed.worker`` only while groundgan's own
+    cluster runs; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(HEARTBEAT_FAILURE)
+
 
 def _n_cpus() -> int:
     try:
@@ -111,22 +131,32 @@ def _dask_client(client) -> Iterator:
     if client is not None:
         yield client
         return
+    import dask
     from distributed import Client, LocalCluster
 
-    with warnings.catch_warnings():
-        # without a dashboard the scheduler still serves health checks, on port 8787 if free
-        warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
-        # offline, distributed cannot find the host's outward address; the cluster is local
-        warnings.filterwarnings("ignore", "Couldn't detect a suitable IP", RuntimeWarning)
-        cluster = LocalCluster(
-            n_workers=_n_cpus(),
-            threads_per_worker=1,
-            processes=False,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
-    with cluster, Client(cluster) as local_client:
-        yield local_client
+    worker_log = logging.getLogger("distributed.worker")
+    quiet = _DropHeartbeatFailures()
+    worker_log.addFilter(quiet)
+    try:
+        # until the cluster has closed: a heartbeat can still be in flight while it shuts down
+        with dask.config.set(LOCAL_CLUSTER_CONFIG):
+            with warnings.catch_warnings():
+                # without a dashboard the scheduler still serves health checks, on port 8787
+                warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
+                # offline, distributed cannot find the host's outward address; it is local
+                warnings.filterwarnings("ignore", "Couldn't detect a suitable IP", RuntimeWarning)
+                cluster = LocalCluster(
+                    n_workers=_n_cpus(),
+                    threads_per_worker=1,
+                    processes=False,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            # the client closes first, then the cluster (scheduler and workers)
+            with cluster, Client(cluster) as local_client:
+                yield local_client
+    finally:
+        worker_log.removeFilter(quiet)
 
 
 def _run_arboreto(X, genes, tfs, targets, method, seed, client, progress) -> pd.DataFrame:
