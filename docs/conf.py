@@ -9,6 +9,8 @@ outputs they were committed with):
 
 from __future__ import annotations
 
+import inspect
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -74,6 +76,33 @@ napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
 napoleon_use_param = True
+
+
+def _attributes_section(cls: type) -> set[str]:
+    """Names listed in the numpydoc "Attributes" section of a class docstring."""
+    doc = inspect.getdoc(cls) or ""
+    match = re.search(r"^Attributes\n-+\n(.*?)(?=^\S[^\n]*\n-+\n|\Z)", doc, flags=re.M | re.S)
+    return set(re.findall(r"^(\w+)(?: :.*)?$", match.group(1), flags=re.M)) if match else set()
+
+
+def _skip_property_in_attributes(app, what, name, obj, skip, options):
+    """Leave out a property that its class's "Attributes" section already documents (napoleon
+    turns that entry into an attribute of the class; autodoc would document it a second time)."""
+    fget = getattr(obj, "fget", None)
+    if what != "class" or not isinstance(obj, property) or fget is None:
+        return None
+    owner_path = fget.__qualname__.rpartition(".")[0]
+    owner = sys.modules.get(fget.__module__)
+    for part in owner_path.split("."):
+        owner = getattr(owner, part, None)
+    if isinstance(owner, type) and name in _attributes_section(owner):
+        return True
+    return None
+
+
+def setup(app) -> None:
+    app.connect("autodoc-skip-member", _skip_property_in_attributes)
+
 
 # cross-references into other projects are not resolved (the build runs offline)
 nitpicky = False

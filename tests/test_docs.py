@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,11 @@ from groundgan.cli._config import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+#: The built HTML site (``sphinx -b html docs docs/_build/html``).
+BUILT_HTML = DOCS / "_build" / "html"
+#: Set (to anything but "" or "0") where the site was just built, e.g. in CI after the Sphinx
+#: build: the rendered-pages test then fails instead of skipping when the site is missing.
+REQUIRE_BUILT_DOCS = "GROUNDGAN_REQUIRE_BUILT_DOCS"
 NOTEBOOKS = ("quickstart", "perturbation", "grn_benchmark", "trajectory")
 
 #: Public names that the API page leaves to the text (constants, not documented objects).
@@ -35,6 +43,137 @@ def test_api_page_lists_every_public_name(module):
     listed = set(re.findall(rf"^\s+{short}\.(\w+)\s*$", api, flags=re.M))
     assert public_names(module), module
     assert public_names(module) <= listed, sorted(public_names(module) - listed)
+
+
+class _PageText(HTMLParser):
+    """The text a reader sees on a page: everything but scripts and styles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self._hidden += tag in ("script", "style")
+
+    def handle_endtag(self, tag) -> None:
+        self._hidden -= tag in ("script", "style")
+
+    def handle_data(self, data) -> None:
+        if not self._hidden:
+            self.parts.append(data)
+
+
+#: Markup that reached the reader unrendered: double backticks and Sphinx roles.
+RAW_MARKUP = re.compile(r"``|:(?:class|func|meth|attr|doc|data|mod|exc|obj|ref):`")
+
+
+def raw_markup(html: str) -> list[str]:
+    """Each place in the page's visible text that shows raw reST markup, with some context."""
+    parser = _PageText()
+    parser.feed(html)
+    text = "".join(parser.parts)
+    return [
+        " ".join(text[max(m.start() - 60, 0) : m.end() + 40].split())
+        for m in RAW_MARKUP.finditer(text)
+    ]
+
+
+def test_raw_markup_is_found_in_page_text_only():
+    page = (
+        "<html><script>var a = '``x``';</script><p>ok <code>x</code></p>"
+        "<p>AnnData with <strong>- ``X``</strong> and :class:`pandas.DataFrame`</p></html>"
+    )
+    found = raw_markup(page)
+    assert len(found) == 3, found
+    assert not raw_markup("<p>A rendered <code>literal</code> and a <a>link</a>.</p>")
+
+
+def test_rendered_api_pages_show_no_raw_markup():
+    """Every API page renders its docstrings: no literal ``double backticks`` and no raw roles
+    such as ``:class:`...``` in what a reader sees (a "Returns" section written as prose, for
+    example, ends up as mangled field names). Runs on an already built site; CI builds it
+    first and sets GROUNDGAN_REQUIRE_BUILT_DOCS."""
+    pages = sorted((BUILT_HTML / "generated").glob("*.html"))
+    if (BUILT_HTML / "api.html").exists():
+        pages.append(BUILT_HTML / "api.html")
+    if not pages:
+        if os.environ.get(REQUIRE_BUILT_DOCS, "") not in ("", "0"):
+            pytest.fail(f"{REQUIRE_BUILT_DOCS} is set but {BUILT_HTML} holds no API pages")
+        pytest.skip(f"the documentation is not built ({BUILT_HTML})")
+    assert len(pages) > 10, pages
+    garbled = {
+        page.relative_to(BUILT_HTML).as_posix(): found
+        for page in pages
+        if (found := raw_markup(page.read_text(encoding="utf-8")))
+    }
+    assert not garbled, "\n".join(
+        f"{page} ({len(found)}): {found[0]!r}" for page, found in sorted(garbled.items())
+    )
+
+
+#: numpydoc sections whose entries name parameters or attributes, one entry per line.
+ENTRY_SECTIONS = re.compile(
+    r"^(Parameters|Other Parameters|Attributes)\n-+\n(.*?)(?=^\S[^\n]*\n-+\n|\Z)", re.M | re.S
+)
+#: Documented elsewhere: ``GroundGAN.train`` (its own docstring and tests).
+ENTRIES_CHECKED_ELSEWHERE = {"groundgan.GroundGAN.train"}
+
+
+def documented_entries(obj) -> list[tuple[str, str]]:
+    """``(section, entry)`` for every entry of a docstring's parameter-like sections."""
+    found = []
+    for match in ENTRY_SECTIONS.finditer(inspect.getdoc(obj) or ""):
+        for line in match.group(2).splitlines():
+            if line and not line[0].isspace():
+                found.append((match.group(1), line.split(" : ")[0].strip().replace("\\", "")))
+    return found
+
+
+def api_objects():
+    """``(name, object)`` of every public function, class and public method of the API."""
+    objects = [
+        (f"{module.__name__}.{name}", getattr(module, name))
+        for module in (gg.pp, gg.grn, gg.tl, gg.pl, gg.datasets, gg.baselines)
+        for name in sorted(public_names(module))
+    ]
+    objects += [("groundgan.GroundGAN", gg.GroundGAN)]
+    objects += [("groundgan.model.ReplayState", gg.model.ReplayState)]
+    for qualname, obj in list(objects):
+        if inspect.isclass(obj):  # its public methods, inherited ones included
+            for name in dir(obj):
+                member = inspect.getattr_static(obj, name)
+                if not name.startswith("_") and inspect.isfunction(
+                    getattr(member, "__func__", member)
+                ):
+                    objects.append((f"{qualname}.{name}", member))
+    return [(name, obj) for name, obj in objects if name not in ENTRIES_CHECKED_ELSEWHERE]
+
+
+def signature_parameters(obj) -> list[str]:
+    """The parameters a caller passes by name (no ``self``/``cls``, ``*args``, ``**kwargs``)."""
+    if inspect.isclass(obj) and issubclass(obj, BaseException):
+        return []
+    func = getattr(obj, "__func__", obj)
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    named = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [p.name for p in parameters if p.kind not in named and p.name not in ("self", "cls")]
+
+
+@pytest.mark.parametrize(
+    "name, obj", [pytest.param(name, obj, id=name) for name, obj in api_objects()]
+)
+def test_each_parameter_is_described_on_its_own(name, obj):
+    entries = documented_entries(obj)
+    grouped = [entry for _, entry in entries if "," in entry]
+    assert not grouped, f"{name}: one entry per parameter, not {grouped}"
+    # dataclasses take their attributes as parameters
+    documented = {entry for _, entry in entries}
+    missing = [p for p in signature_parameters(obj) if p not in documented]
+    assert not missing, f"{name}: parameters without an entry: {missing}"
 
 
 def test_cli_page_documents_every_configuration_key():

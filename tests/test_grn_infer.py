@@ -123,6 +123,63 @@ def test_importance_table_without_client_and_with_genie3(pbmc_train, human_tfs, 
     assert genie3["importance"].sum() == pytest.approx(1.0)  # random-forest importances
 
 
+def test_own_cluster_prints_no_heartbeat_traceback_under_load(monkeypatch, capfd):
+    """A loaded machine starves the event loop of groundgan's in-process cluster: a worker's
+    heartbeat then times out and distributed logs it with a long traceback. The own cluster
+    waits longer (LOCAL_CLUSTER_CONFIG) and drops that one record; here the connect timeout is
+    made short, so that a starved loop fails heartbeats for sure."""
+    import time
+
+    import dask
+    import distributed  # noqa: F401  (loads distributed's settings into dask's)
+
+    from groundgan.grn import _infer
+
+    monkeypatch.setitem(_infer.LOCAL_CLUSTER_CONFIG, "distributed.comm.timeouts.connect", "0.2s")
+    dropped = []
+    keep = _infer._DropHeartbeatFailures.filter
+
+    def counting(self, record):
+        if not keep(self, record):
+            dropped.append(record)
+            return False
+        return True
+
+    monkeypatch.setattr(_infer._DropHeartbeatFailures, "filter", counting)
+    worker_log = logging.getLogger("distributed.worker")
+    connect_timeout = dask.config.get("distributed.comm.timeouts.connect")
+    with _infer._dask_client(None) as own:
+        until = time.monotonic() + 3
+
+        def starve():  # every event-loop iteration takes 0.3 s
+            time.sleep(0.3)
+            if time.monotonic() < until:
+                own.loop.add_callback(starve)
+
+        own.loop.add_callback(starve)
+        time.sleep(4)
+        assert own.submit(sum, [1, 2]).result() == 3  # the cluster still works
+    err = capfd.readouterr().err
+    assert "heartbeat" not in err and "Traceback" not in err, err
+    assert dropped, "the starved loop failed no heartbeat: the test proves nothing"
+    assert all(r.name == "distributed.worker" for r in dropped)
+    # nothing is left behind: the filter is removed and dask's settings are restored
+    assert not [f for f in worker_log.filters if isinstance(f, _infer._DropHeartbeatFailures)]
+    assert dask.config.get("distributed.comm.timeouts.connect") == connect_timeout
+
+
+def test_heartbeat_filter_drops_only_failed_heartbeats():
+    from groundgan.grn import _infer
+
+    def record(msg):
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, msg, (), None)
+
+    quiet = _infer._DropHeartbeatFailures()
+    assert not quiet.filter(record("Failed to communicate with scheduler during heartbeat."))
+    assert quiet.filter(record("Unexpected exception during heartbeat. Closing worker."))
+    assert quiet.filter(record("Compute Failed"))
+
+
 def test_importance_table_sparse_dense_and_layer(pbmc_train, human_tfs, client):
     targets = list(pbmc_train.var_names[:3])
     dense = pbmc_train.copy()

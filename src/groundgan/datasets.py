@@ -150,7 +150,9 @@ def fetch(name: str, *, processor=None, progress: bool = False):
 
     Returns
     -------
-    :class:`pathlib.Path` of the file (or the processor's result).
+    pathlib.Path
+        The local file; with a ``processor``, whatever the processor returns instead (e.g.
+        the list of extracted files of :class:`pooch.Untar`).
 
     Raises
     ------
@@ -313,8 +315,9 @@ def pbmc68k_reduced() -> AnnData:
 
     Returns
     -------
-    AnnData with integer raw counts (``float32``, sparse CSR) in ``X`` and the cell annotations
-    of the bundled file in ``obs`` (``bulk_labels``: 10 cell types, ``n_counts``, ...).
+    AnnData
+        Integer raw counts (``float32``, sparse CSR) in ``X`` and the cell annotations of the
+        bundled file in ``obs`` (``bulk_labels``: 10 cell types, ``n_counts``, ...).
     """
     bundled = sc.datasets.pbmc68k_reduced()
     logged = bundled.raw.X
@@ -337,7 +340,8 @@ def mouse_10k_subset() -> AnnData:
 
     Returns
     -------
-    AnnData with sparse raw counts in ``X`` and ``var["gene_ids"]`` (Ensembl ids).
+    AnnData
+        Sparse raw counts in ``X`` and ``var["gene_ids"]`` (Ensembl ids).
 
     Examples
     --------
@@ -367,7 +371,9 @@ def pbmc68k(annotations: bool = True, progress: bool = True) -> AnnData:
 
     Returns
     -------
-    AnnData (cells x genes, gene symbols made unique) with raw UMI counts (sparse) in ``X``.
+    AnnData
+        Cells x genes (gene symbols made unique) with raw UMI counts (sparse) in ``X``; with
+        ``annotations=True`` also ``obs["celltype"]``.
 
     Examples
     --------
@@ -399,9 +405,16 @@ def paul15(progress: bool = True) -> AnnData:
     2,730 cells x 3,451 informative genes, read exactly like :func:`scanpy.datasets.paul15`
     (same public file, same gene selection) but cached through the groundgan registry.
 
+    Parameters
+    ----------
+    progress
+        Show a download progress bar.
+
     Returns
     -------
-    AnnData with the (non-logarithmised) UMI counts in ``X`` and ``obs["paul15_clusters"]``.
+    AnnData
+        The (non-logarithmised) UMI counts in ``X`` and the cluster labels in
+        ``obs["paul15_clusters"]``.
 
     Examples
     --------
@@ -434,10 +447,17 @@ def dahlin18(progress: bool = True) -> AnnData:
     SIGAB1, SIGAC1, SIGAD1; LK: SIGAF1, SIGAG1, SIGAH1). The authors' cell QC (the 44,802
     cells of their force-directed graph) is not applied: run :func:`groundgan.pp.preprocess`.
 
+    Parameters
+    ----------
+    progress
+        Show a download progress bar.
+
     Returns
     -------
-    AnnData with raw counts (sparse) in ``X``, Ensembl gene ids as ``var_names`` (use
-    ``tf_list("mouse", ids="ensembl")``) and ``obs["sample"]``, ``obs["gate"]``.
+    AnnData
+        Raw counts (sparse) in ``X``, Ensembl gene ids as ``var_names`` (use
+        ``tf_list("mouse", ids="ensembl")``), the sample name in ``obs["sample"]`` and its
+        sorting gate (``"LSK"`` or ``"LK"``) in ``obs["gate"]``.
 
     Examples
     --------
@@ -492,8 +512,9 @@ def tumor_all(dataset_id: str | None = None, progress: bool = True) -> AnnData:
 
     Returns
     -------
-    AnnData with raw counts (from the file's ``raw.X`` where present) in ``X`` and gene
-    symbols (``var["feature_name"]``, made unique) as ``var_names``.
+    AnnData
+        Raw counts (from the file's ``raw.X`` where present) in ``X`` and gene symbols
+        (``var["feature_name"]``, made unique) as ``var_names``.
 
     Examples
     --------

@@ -203,20 +203,26 @@ def preprocess(
         are kept and a warning is issued.
     library_size
         Total counts per cell after normalisation.
-    min_genes, min_cells
-        Cell and gene filter thresholds.
+    min_genes
+        Cell filter: a cell with non-zero counts in fewer genes is removed (step 1).
+    min_cells
+        Gene filter: a gene with non-zero counts in fewer cells (of those left by the cell
+        filter) is removed (step 1).
     copy
         Return a preprocessed copy instead of modifying ``adata``.
 
     Returns
     -------
-    ``None``, or the new AnnData with ``copy=True``. Written (or changed):
+    AnnData or None
+        The preprocessed copy with ``copy=True``; otherwise ``None``, and ``adata`` itself is
+        subset and changed. Written (or changed):
 
-    - ``X``: library-size-normalised counts (``float32``; sparse if the input was sparse);
-    - ``layers["counts"]``: the raw counts of the kept cells and genes;
-    - ``var["means"]``, ``var["dispersions"]``, ``var["dispersions_norm"]``: the Seurat
-      dispersion statistics (absent if HVG selection was skipped);
-    - ``uns["groundgan_preprocess"]``: the recipe's parameters and the shapes before/after.
+        - ``X``: library-size-normalised counts (``float32``; sparse if the input was sparse);
+        - ``layers["counts"]``: the raw counts of the kept cells and genes;
+        - ``var["means"]``, ``var["dispersions"]``, ``var["dispersions_norm"]``: the Seurat
+          dispersion statistics (absent if HVG selection was skipped);
+        - ``uns["groundgan_preprocess"]``: the recipe's parameters and the shapes
+          before/after.
 
     Examples
     --------
@@ -282,9 +288,14 @@ def train_test_split(
 
     Returns
     -------
-    ``(train, test)``, or ``(train, validation, test)`` when ``n_validation > 0``: disjoint
-    new AnnData objects (copies), cells in their original order within each set; every
-    other cell is a training cell.
+    train : AnnData
+        Every cell that is neither a test nor a validation cell: a new AnnData (a copy), cells
+        in their original order, as are the other sets.
+    validation : AnnData
+        ``n_validation`` cells, returned only when ``n_validation > 0``: the result is then
+        ``(train, validation, test)``, otherwise ``(train, test)``.
+    test : AnnData
+        ``n_test`` cells.
 
     Examples
     --------
@@ -446,16 +457,24 @@ def cluster(
     seed
         Seed of the PCA, the neighbour search and the Louvain optimisation (Python's
         ``random`` state is restored afterwards).
-    n_top_genes, n_pcs, n_neighbors
-        Recipe parameters (paper: 1000, 50, 15).
+    n_top_genes
+        Number of highly variable genes (Cell Ranger flavour) the clustering uses (paper:
+        1000).
+    n_pcs
+        Number of principal components (paper: 50), capped by the data's size.
+    n_neighbors
+        Number of neighbours of the kNN graph (paper: 15).
 
     Returns
     -------
-    ``None``, or the annotated copy with ``copy=True``. Written:
+    AnnData or None
+        The annotated copy with ``copy=True``; otherwise ``None``, and ``adata`` itself is
+        annotated. Written:
 
-    - ``obs[key_added]``: categorical labels ``"0", "1", ...`` (``"0"`` the largest cluster);
-    - ``uns[f"{key_added}_ratios"]``: ``{label: fraction of cells}``;
-    - ``uns[key_added]``: ``{"params": {...}}`` (recipe parameters).
+        - ``obs[key_added]``: categorical labels ``"0", "1", ...`` (``"0"`` the largest
+          cluster);
+        - ``uns[f"{key_added}_ratios"]``: ``{label: fraction of cells}``;
+        - ``uns[key_added]``: ``{"params": {...}}`` (recipe parameters).
 
     Examples
     --------

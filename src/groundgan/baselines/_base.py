@@ -220,10 +220,14 @@ class _StatisticalBaseline:
 
         Returns
         -------
-        AnnData with the training genes; ``X``: float32 counts normalised per cell to
-        ``library_size``; ``layers["counts"]``: the sampled counts; ``obs["simulated"]``
-        (``True``) and ``obs[labels_key]`` for conditional models (cells grouped by label);
-        ``uns["groundgan"]``: model name, version, seed, library size and count source.
+        AnnData
+            The simulated cells, on the training genes:
+
+            - ``X``: float32 counts normalised per cell to ``library_size``;
+            - ``layers["counts"]``: the sampled counts;
+            - ``obs["simulated"]`` (``True``) and, for conditional models,
+              ``obs[labels_key]`` (cells grouped by label);
+            - ``uns["groundgan"]``: model name, version, seed, library size and count source.
         """
         if not self.is_trained_:
             raise NotTrainedError(
@@ -285,6 +289,13 @@ class _StatisticalBaseline:
 
         No pickles: arrays are plain ``.npy`` entries of an ``.npz`` file, loaded with
         ``allow_pickle=False``.
+
+        Parameters
+        ----------
+        dir_path
+            The directory; created if needed. It must be empty or absent unless ``overwrite``.
+        overwrite
+            Also write into a directory that is not empty (its model files are replaced).
         """
         path = Path(dir_path)
         check_save_dir(path, overwrite)

@@ -287,8 +287,16 @@ class CscGAN(_ConditionalGAN):
     adata
         Library-size-normalised cells registered with :meth:`setup_anndata` and a
         ``labels_key`` (e.g. the clusters of :func:`groundgan.pp.cluster`).
-    latent_dim, generator_hidden, critic_hidden, sample_block_size, seed
-        As for :class:`ScGAN`.
+    latent_dim
+        Length of the generator's Gaussian noise (paper: 128).
+    generator_hidden
+        Hidden layer sizes of the generator (paper: 256, 512, 1024).
+    critic_hidden
+        Hidden layer sizes of the critic (paper: 1024, 512, 256).
+    sample_block_size
+        Cells are generated in blocks of this size (BatchNorm uses batch statistics).
+    seed
+        Seed of the weight initialisation.
 
     Examples
     --------
@@ -322,8 +330,16 @@ class CWGAN(_ConditionalGAN):
     adata
         Library-size-normalised cells registered with :meth:`setup_anndata` and a
         ``labels_key``.
-    latent_dim, generator_hidden, critic_hidden, sample_block_size, seed
-        As for :class:`ScGAN`.
+    latent_dim
+        Length of the generator's Gaussian noise (paper: 128).
+    generator_hidden
+        Hidden layer sizes of the generator (paper: 256, 512, 1024).
+    critic_hidden
+        Hidden layer sizes of the critic (paper: 1024, 512, 256).
+    sample_block_size
+        Cells are generated in blocks of this size (BatchNorm uses batch statistics).
+    seed
+        Seed of the weight initialisation.
     label_scale
         Value of the label's one-hot entry in the critic's input (1: a plain one-hot, as in the
         paper). Next to expression values normalised to 20,000 per cell a plain one-hot is a

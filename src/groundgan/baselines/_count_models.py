@@ -282,7 +282,8 @@ def select_marginals(
 
     Returns
     -------
-    dict with per-gene ``family`` (codes of :data:`FAMILIES`), ``pi0``, ``mu``, ``theta``.
+    dict of str to numpy.ndarray
+        Per-gene ``family`` (codes of :data:`FAMILIES`), ``pi0``, ``mu`` and ``theta``.
     """
     underdispersed = hist.mean >= hist.variance
     poisson = fit_poisson(hist)

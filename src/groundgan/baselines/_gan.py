@@ -350,17 +350,29 @@ class _GANBaseline:
 
         Parameters
         ----------
-        max_steps, batch_size, n_critic, gp_lambda
-            Paper: 200,000 steps, 128 cells, 5 critic updates, gradient penalty weight 10. A
-            batch larger than the training set shrinks to it (with a warning).
-        lr, lr_final, weight_decay
-            Learning-rate schedule and AdamW weight decay.
+        max_steps
+            Total training steps (paper: 200,000).
+        batch_size
+            Cells per batch (paper: 128). A batch larger than the training set shrinks to it
+            (with a warning).
+        n_critic
+            Critic updates per generator update (paper: 5).
+        gp_lambda
+            Weight of the gradient penalty (paper: 10).
+        lr
+            Initial learning rate of generator and critic (paper: 1e-4).
+        lr_final
+            Learning rate at ``max_steps``, reached by exponential decay (paper: 1e-5).
+        weight_decay
+            AdamW weight decay of generator and critic.
         device
             ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
         seed
             Seed of minibatches, noise and interpolation: same seed, same device, same weights.
-        progress_bar, log_every
-            A tqdm bar; losses are averaged over ``log_every`` steps into :attr:`history_`.
+        progress_bar
+            Show a tqdm progress bar.
+        log_every
+            Losses are averaged over this many steps into the ``history_`` table.
         """
         if self.adata is None:
             raise InvalidInputError(
@@ -477,10 +489,14 @@ class _GANBaseline:
 
         Returns
         -------
-        AnnData with the training genes; ``X``: float32 values >= 0, each cell summing to the
-        library size; ``obs["simulated"]`` (``True``) and, for conditional models,
-        ``obs[labels_key]`` (cells grouped by label, in label order); ``uns["groundgan"]``:
-        model, version, seed, library size, block size and training steps.
+        AnnData
+            The simulated cells, on the training genes:
+
+            - ``X``: float32 values >= 0, each cell summing to the library size;
+            - ``obs["simulated"]`` (``True``) and, for conditional models,
+              ``obs[labels_key]`` (cells grouped by label, in label order);
+            - ``uns["groundgan"]``: model, version, seed, library size, block size and
+              training steps.
         """
         if not self.is_trained_:
             raise NotTrainedError(
@@ -535,6 +551,13 @@ class _GANBaseline:
         version, steps), ``var_names.csv``, ``labels.csv`` (conditional models: each label and
         its number of training cells) and ``history.csv`` (training losses, when trained). No
         pickles.
+
+        Parameters
+        ----------
+        dir_path
+            The directory; created if needed. It must be empty or absent unless ``overwrite``.
+        overwrite
+            Also write into a directory that is not empty (its model files are replaced).
         """
         path = Path(dir_path)
         check_save_dir(path, overwrite)
@@ -688,8 +711,12 @@ class ScGAN(_GANBaseline):
     ----------
     adata
         Library-size-normalised cells registered with :meth:`setup_anndata`.
-    latent_dim, generator_hidden, critic_hidden
-        Noise length and hidden layer sizes (paper: 128; 256, 512, 1024; 1024, 512, 256).
+    latent_dim
+        Length of the generator's Gaussian noise (paper: 128).
+    generator_hidden
+        Hidden layer sizes of the generator (paper: 256, 512, 1024).
+    critic_hidden
+        Hidden layer sizes of the critic (paper: 1024, 512, 256).
     sample_block_size
         Cells are generated in blocks of this size (BatchNorm uses batch statistics).
     seed

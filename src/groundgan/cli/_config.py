@@ -635,9 +635,10 @@ def load_config(
 
     Returns
     -------
-    The validated :class:`Config`, every default filled in, relative paths made absolute:
-    input files relative to the file's folder, the run directory (``[run] output``, default
-    ``groundgan_run``) relative to the current directory.
+    Config
+        The validated configuration, every default filled in, relative paths made absolute:
+        input files relative to the file's folder, the run directory (``[run] output``,
+        default ``groundgan_run``) relative to the current directory.
 
     Raises
     ------

@@ -97,6 +97,26 @@ def _method_function(method: str) -> MethodFunction:
 
 # ----------------------------------------------------------------------------- dask
 
+#: dask settings while groundgan's own in-process cluster runs. Its scheduler and workers are
+#: threads of this process, talking in memory: a slow answer means a starved event loop (a
+#: loaded machine), never a lost peer, so connections wait instead of timing out (the default
+#: 30 s failed worker heartbeats under load), and no worker is removed for late heartbeats.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.comm.timeouts.connect": "600s",
+    "distributed.scheduler.worker-ttl": None,
+}
+#: The one log record of a failed worker heartbeat (logged with its traceback, then retried).
+HEARTBEAT_FAILURE = "Failed to communicate with scheduler during heartbeat"
+
+
+class _DropHeartbeatFailures(logging.Filter):
+    """Drops the worker's failed-heartbeat record: harmless (the next heartbeat retries), and
+    printed with a long traceback. Attached to ``distributed.worker`` only while groundgan's own
+    cluster runs; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(HEARTBEAT_FAILURE)
+
 
 def _n_cpus() -> int:
     try:
@@ -111,22 +131,32 @@ def _dask_client(client) -> Iterator:
     if client is not None:
         yield client
         return
+    import dask
     from distributed import Client, LocalCluster
 
-    with warnings.catch_warnings():
-        # without a dashboard the scheduler still serves health checks, on port 8787 if free
-        warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
-        # offline, distributed cannot find the host's outward address; the cluster is local
-        warnings.filterwarnings("ignore", "Couldn't detect a suitable IP", RuntimeWarning)
-        cluster = LocalCluster(
-            n_workers=_n_cpus(),
-            threads_per_worker=1,
-            processes=False,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
-    with cluster, Client(cluster) as local_client:
-        yield local_client
+    worker_log = logging.getLogger("distributed.worker")
+    quiet = _DropHeartbeatFailures()
+    worker_log.addFilter(quiet)
+    try:
+        # until the cluster has closed: a heartbeat can still be in flight while it shuts down
+        with dask.config.set(LOCAL_CLUSTER_CONFIG):
+            with warnings.catch_warnings():
+                # without a dashboard the scheduler still serves health checks, on port 8787
+                warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
+                # offline, distributed cannot find the host's outward address; it is local
+                warnings.filterwarnings("ignore", "Couldn't detect a suitable IP", RuntimeWarning)
+                cluster = LocalCluster(
+                    n_workers=_n_cpus(),
+                    threads_per_worker=1,
+                    processes=False,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            # the client closes first, then the cluster (scheduler and workers)
+            with cluster, Client(cluster) as local_client:
+                yield local_client
+    finally:
+        worker_log.removeFilter(quiet)
 
 
 def _run_arboreto(X, genes, tfs, targets, method, seed, client, progress) -> pd.DataFrame:
@@ -242,9 +272,10 @@ def importance_table(
 
     Returns
     -------
-    DataFrame ``tf, target, importance``: one row per scored pair with ``tf != target``,
-    sorted by decreasing importance (then ``tf``, ``target``). GRNBoost2 and GENIE3 leave out
-    pairs of zero importance (as arboreto does).
+    pandas.DataFrame
+        Columns ``tf``, ``target`` and ``importance``: one row per scored pair with
+        ``tf != target``, sorted by decreasing importance (then ``tf``, ``target``). GRNBoost2
+        and GENIE3 leave out pairs of zero importance (as arboreto does).
 
     Examples
     --------
@@ -320,11 +351,12 @@ def from_importances(table: pd.DataFrame, k: int = 15, strategy: str = "top") ->
 
     Returns
     -------
-    DataFrame ``tf, target, importance`` sorted by decreasing importance, then ``tf``,
-    ``target``. A gene chosen as a regulator anywhere is removed from the targets (the GRN
-    is a bipartite DAG, TF -> target); a TF-list gene never chosen as a regulator stays an
-    ordinary target. Every gene of the result is a TF with at least one target or a target
-    with at least one (and at most ``k``) TFs.
+    pandas.DataFrame
+        The GRN's edges: columns ``tf``, ``target`` and ``importance``, sorted by decreasing
+        importance, then ``tf``, ``target``. A gene chosen as a regulator anywhere is removed
+        from the targets (the GRN is a bipartite DAG, TF -> target); a TF-list gene never
+        chosen as a regulator stays an ordinary target. Every gene of the result is a TF with
+        at least one target or a target with at least one (and at most ``k``) TFs.
 
     Examples
     --------
@@ -373,17 +405,29 @@ def infer(
         TF list of the species (:func:`groundgan.datasets.tf_list`).
     k
         Regulators per target (the paper: 15).
-    method, seed, client, layer, progress
-        As in :func:`importance_table`.
+    method
+        ``"grnboost2"`` (the paper's choice), ``"genie3"``, another name of
+        :func:`available_methods` or a callable (see :func:`importance_table`).
     strategy
         ``"top"``, ``"positive_control"`` or ``"negative_control"``
         (see :func:`from_importances`).
+    seed
+        Non-negative integer seed of the importance scores; the same seed gives an identical
+        GRN.
+    client
+        A :class:`distributed.Client` to run GRNBoost2 or GENIE3 on. Default: a local cluster
+        with one single-threaded worker per available CPU, closed afterwards.
+    layer
+        Use ``adata.layers[layer]`` instead of ``X``.
+    progress
+        Show a progress bar (tqdm) over the targets.
 
     Returns
     -------
-    DataFrame ``tf, target, importance`` (sorted by decreasing importance, then ``tf``,
-    ``target``); ``attrs`` records ``method``, ``k``, ``strategy`` and ``seed``. The same
-    seed gives an identical GRN.
+    pandas.DataFrame
+        The GRN's edges: columns ``tf``, ``target`` and ``importance``, sorted by decreasing
+        importance, then ``tf``, ``target``; ``attrs`` records ``method``, ``k``,
+        ``strategy`` and ``seed``.
 
     Examples
     --------

@@ -44,8 +44,9 @@ def read(path: str | os.PathLike) -> pd.DataFrame:
 
     Returns
     -------
-    The validated GRN (see :func:`groundgan.grn.validate`): ``tf``, ``target`` as strings,
-    ``importance`` as float64 if present.
+    pandas.DataFrame
+        The validated GRN (see :func:`groundgan.grn.validate`): ``tf``, ``target`` as
+        strings, ``importance`` as float64 if present.
 
     Examples
     --------
@@ -83,7 +84,8 @@ def write(grn: pd.DataFrame, path: str | os.PathLike) -> Path:
 
     Returns
     -------
-    The path written.
+    pathlib.Path
+        The path written.
 
     Examples
     --------

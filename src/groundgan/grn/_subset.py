@@ -49,11 +49,13 @@ def subset(
 
     Returns
     -------
-    A new AnnData with the GRN's genes in a stable order (TFs sorted by name, then targets
-    sorted by name), ``X`` the raw counts of those genes normalised to ``library_size`` per
-    cell (``float32``), ``layers["counts"]`` the raw counts, ``var["grn_role"]`` (``"tf"`` or
-    ``"target"``) and ``uns["groundgan_preprocess"]["library_size"]`` set. Cells with zero
-    counts in these genes are dropped with a warning. ``adata`` is not modified.
+    AnnData
+        A new AnnData with the GRN's genes in a stable order (TFs sorted by name, then
+        targets sorted by name), ``X`` the raw counts of those genes normalised to
+        ``library_size`` per cell (``float32``), ``layers["counts"]`` the raw counts,
+        ``var["grn_role"]`` (``"tf"`` or ``"target"``) and
+        ``uns["groundgan_preprocess"]["library_size"]`` set. Cells with zero counts in these
+        genes are dropped with a warning. ``adata`` is not modified.
 
     Examples
     --------

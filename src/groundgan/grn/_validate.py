@@ -88,16 +88,17 @@ def validate(grn: pd.DataFrame, adata: AnnData | None = None) -> pd.DataFrame:
 
     Returns
     -------
-    A new DataFrame with columns ``tf``, ``target`` (``str``) and ``importance`` (float64, if
-    present), with a fresh index; the input is not modified.
+    pandas.DataFrame
+        A new DataFrame with columns ``tf``, ``target`` (``str``) and ``importance``
+        (float64, if present), with a fresh index; the input is not modified.
 
     Raises
     ------
-    ValueError
-        (:class:`~groundgan._validation.InvalidInputError`) naming the offending genes or
-        edges for: missing columns, an empty GRN, empty names, self-loops, duplicate edges, a
-        gene that is both TF and target (TF->TF edges, cycles), non-numeric or non-finite
-        importances, genes missing from ``adata``.
+    InvalidInputError
+        (a :class:`ValueError`) naming the offending genes or edges for: missing columns, an
+        empty GRN, empty names, self-loops, duplicate edges, a gene that is both TF and target
+        (TF->TF edges, cycles), non-numeric or non-finite importances, genes missing from
+        ``adata``.
     TypeError
         ``grn`` is not a DataFrame.
 

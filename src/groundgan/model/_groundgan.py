@@ -88,13 +88,20 @@ class GroundGAN:
         Library-size-normalised cells registered with :meth:`setup_anndata`.
     latent_dim
         Length of the causal controller's Gaussian noise.
-    controller_hidden, critic_hidden, labeler_hidden
-        Hidden layer sizes of the causal controller, of both critics, of the labeler and the
-        anti-labeler.
-    depth, width
-        Target generators: hidden layers per gene, and the width multiplier (a gene with ``r``
-        regulators has hidden layers of ``width * (r + 1)`` units, the ``+ 1`` being its noise).
-        ``"auto"``: the paper's rule (3 and 2 up to 5,000 edges, 2 and 1 above).
+    controller_hidden
+        Hidden layer sizes of the causal controller (the generator of stage 1).
+    critic_hidden
+        Hidden layer sizes of both critics (the causal controller's in stage 1 and the full
+        model's in stage 2).
+    labeler_hidden
+        Hidden layer sizes of the labeler and of the anti-labeler.
+    depth
+        Hidden layers of each target generator. ``"auto"``: the paper's rule, 3 up to 5,000
+        GRN edges, 2 above.
+    width
+        Width multiplier of the target generators: a gene with ``r`` regulators has hidden
+        layers of ``width * (r + 1)`` units, the ``+ 1`` being its noise. ``"auto"``: the
+        paper's rule, 2 up to 5,000 GRN edges, 1 above.
     sample_block_size
         Cells are generated in blocks of this size (BatchNorm uses batch statistics), so a cell
         never depends on how many are asked for. Saved with the model.
@@ -106,6 +113,37 @@ class GroundGAN:
         generators have learned the scale. ``False`` reproduces the paper's initialisation.
     seed
         Seed of the weight initialisation.
+
+    Attributes
+    ----------
+    history_ : pandas.DataFrame
+        Training losses logged by :meth:`train`, one row per ``log_every`` steps (their mean):
+        ``stage`` (``"stage1"`` or ``"stage2"``), ``step`` (the stage's step count at the end
+        of the window), ``critic_loss``, ``wasserstein``, ``gradient_penalty``,
+        ``generator_loss`` and, in stage 2, ``labeler_loss`` and ``antilabeler_loss``.
+        Repeated and resumed calls append to it. Empty before training; kept in training
+        checkpoints, not in the directory :meth:`save` writes.
+    steps_ : dict of str to int
+        Steps trained so far per stage, ``{"stage1": ..., "stage2": ...}``; the
+        ``max_steps_stage*`` of :meth:`train` are totals compared with these counts. Saved
+        with the model.
+    validation_history_ : pandas.DataFrame
+        One row per validation during stage 2 (``validation_adata`` and ``validate_every`` of
+        :meth:`train`): ``stage``, ``step``, ``euclidean`` (distance between the centroids of
+        simulated and validation cells) and ``rf_auroc`` (a random forest telling them
+        apart). Empty without validation.
+    is_trained_ : bool
+        True once stage 2 has trained (``steps_["stage2"] > 0``). :meth:`sample`,
+        :meth:`perturb` and :meth:`replay_state` refuse a model that is not, unless passed
+        ``allow_untrained=True``.
+    train_record_ : dict
+        How the last :meth:`train` call was set up: ``"recipe"`` (the recipe's name),
+        ``"hyperparameters"`` (every value used, from the recipe or given explicitly),
+        ``"max_time"`` (the time budget in seconds, or ``None``), ``"steps_per_second"`` and
+        ``"planned_steps"`` (per stage: the speed measured before it started and the step
+        total fitted to the budget; empty without ``max_time``). Passing the planned totals as
+        ``max_steps_stage*`` repeats a budgeted run exactly. Empty before training; saved with
+        the model.
 
     Examples
     --------
@@ -232,7 +270,14 @@ class GroundGAN:
         return self.layout.grn.copy()
 
     def n_parameters(self) -> dict[str, int]:
-        """Number of parameters per network."""
+        """Number of parameters per network.
+
+        Returns
+        -------
+        dict of str to int
+            ``causal_controller``, ``target_generators``, ``critic``, ``controller_critic``,
+            ``labeler`` and ``antilabeler``.
+        """
         m = self.module
         parts = {
             "causal_controller": m.controller,
@@ -713,20 +758,27 @@ class GroundGAN:
             Number of cells.
         seed
             Same seed (on the same device) -> identical cells. ``None`` draws one (recorded).
-        path, chunk_size
-            Stream the cells into an ``.h5ad`` file at ``path``, ``chunk_size`` cells (rounded
-            up to whole blocks) at a time, with memory bounded by the chunk; the returned
-            AnnData is then backed by that file.
+        path
+            Stream the cells into a new ``.h5ad`` file at this path (refused when it exists),
+            with memory bounded by ``chunk_size``; the returned AnnData is then backed by that
+            file (read-only). ``None``: the cells are returned in memory.
+        chunk_size
+            When streaming to ``path``: cells held in memory at once (rounded up to whole
+            blocks); default ``8 * sample_block_size``.
         allow_untrained
             Sample a model whose stage 2 has not trained (``is_trained_`` is False), e.g. to
             compare cells before and after training. Without it such a model is refused.
 
         Returns
         -------
-        AnnData with the training genes (``var["grn_role"]``: ``"tf"``/``"target"``), float32
-        values >= 0 summing to the library size per cell, ``obs["simulated"]``, and in ``uns``:
-        ``"groundgan"`` (model, version, seed, steps) and ``"groundgan_grn"`` (the imposed GRN,
-        the ground truth of these cells).
+        AnnData
+            The simulated cells, on the training genes:
+
+            - ``X``: float32 values >= 0 summing to the library size per cell;
+            - ``var["grn_role"]``: ``"tf"`` or ``"target"``;
+            - ``obs["simulated"]`` (``True``);
+            - ``uns["groundgan"]``: model, version, seed and steps;
+            - ``uns["groundgan_grn"]``: the imposed GRN, the ground truth of these cells.
 
         Raises
         ------
@@ -757,8 +809,22 @@ class GroundGAN:
         (:class:`groundgan.model.ReplayState`). It records a fingerprint of the model's
         weights: another model (or this one after further training) refuses it.
 
-        An untrained model (stage 2 has no steps) is refused unless ``allow_untrained=True``,
-        as in :meth:`sample`.
+        Parameters
+        ----------
+        n_cells
+            Number of control cells.
+        seed
+            Seed of the cells, as in :meth:`sample` (``None`` draws one, recorded in the
+            state).
+        allow_untrained
+            Draw the state of a model whose stage 2 has not trained (no steps), as in
+            :meth:`sample`. Without it such a model is refused.
+
+        Returns
+        -------
+        ReplayState
+            The state of the ``n_cells`` control cells (on the CPU), for ``perturb(...,
+            state=state)``.
 
         Examples
         --------
@@ -812,13 +878,17 @@ class GroundGAN:
 
         Returns
         -------
-        :class:`mudata.MuData` with ``axis=1`` (the modalities share the genes): ``"control"`` and
-        one modality per perturbation, named ``"SPI1=0"``, ``"GATA1=0,TAL1=0"`` or ``"SPI1*2"``.
-        Row ``i`` of every modality is the same simulated cell: obs names
-        ``"<modality>:sim_<i>"`` with ``obs["cell"] = "sim_<i>"`` (the obs name in
-        :meth:`sample`). ``var`` holds ``grn_role``, ``perturbed_tf`` and ``direct_target``;
-        ``mdata.uns`` holds ``"groundgan_perturbations"`` (table: modality, gene, value, mode),
-        ``"groundgan"`` (seed, n_cells, mode, model) and ``"groundgan_grn"``.
+        mudata.MuData
+            With ``axis=1`` (the modalities share the genes): ``"control"`` and one modality
+            per perturbation, named ``"SPI1=0"``, ``"GATA1=0,TAL1=0"`` or ``"SPI1*2"``.
+
+            - Row ``i`` of every modality is the same simulated cell: obs names
+              ``"<modality>:sim_<i>"`` with ``obs["cell"] = "sim_<i>"`` (the obs name in
+              :meth:`sample`).
+            - ``var`` holds ``grn_role``, ``perturbed_tf`` and ``direct_target``.
+            - ``mdata.uns`` holds ``"groundgan_perturbations"`` (a table: modality, gene,
+              value, mode), ``"groundgan"`` (seed, n_cells, mode, model) and
+              ``"groundgan_grn"`` (the imposed GRN).
 
         Raises
         ------
@@ -843,6 +913,15 @@ class GroundGAN:
         """Write the model to a directory: weights (state dicts), ``model.json``, genes, GRN.
 
         No pickled Python objects: weights load with ``torch.load(weights_only=True)``.
+        ``model.json`` holds the constructor's parameters, :attr:`steps_` and
+        :attr:`train_record_`.
+
+        Parameters
+        ----------
+        dir_path
+            The directory; created if needed. It must be empty or absent unless ``overwrite``.
+        overwrite
+            Also write into a directory that is not empty (its model files are replaced).
         """
         _io.save_model(self, Path(dir_path), overwrite)
 
@@ -852,8 +931,22 @@ class GroundGAN:
     ) -> GroundGAN:
         """Restore a model written by :meth:`save`; it samples identically.
 
-        With ``adata`` (same genes, in the same order) the model can also be trained further;
-        ``adata`` is set up with the saved GRN when it is not set up yet.
+        Parameters
+        ----------
+        dir_path
+            A directory written by :meth:`save`.
+        adata
+            Training cells with the model's genes, in the same order; with them the model can
+            be trained further. ``adata`` is set up with the saved GRN when it is not set up
+            yet. ``None``: the model can sample and perturb, not train.
+        device
+            Torch device of the weights: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``
+            (CUDA when available).
+
+        Returns
+        -------
+        GroundGAN
+            The restored model.
         """
         return _io.load_model(cls, Path(dir_path), adata, device)
 

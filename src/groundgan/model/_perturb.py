@@ -185,8 +185,12 @@ class ReplayState:
     records
         One :class:`~groundgan.nn.GenerationRecord` per block of ``block_size`` cells (the last
         block is held in full; cells past ``n_cells`` are dropped from the output), on the CPU.
-    n_cells, seed, block_size
-        The cells it describes: those of ``model.sample(n_cells, seed)``.
+    n_cells
+        Number of cells it describes: those of ``model.sample(n_cells, seed)``.
+    seed
+        Seed of the cells it describes.
+    block_size
+        The model's ``sample_block_size`` when the state was drawn (cells per record).
     var_names
         The model's genes.
     fingerprint
@@ -220,7 +224,18 @@ class ReplayState:
         )
 
     def check(self, model: GroundGAN) -> None:
-        """Refuse a state that ``model`` did not draw (genes, block size or weights differ)."""
+        """Refuse a state that ``model`` did not draw (genes, block size or weights differ).
+
+        Parameters
+        ----------
+        model
+            The model the state is about to be replayed on.
+
+        Raises
+        ------
+        InvalidInputError
+            Naming what differs.
+        """
         if list(self.var_names) != list(model.layout.var_names):
             raise InvalidInputError(
                 "replay state is from another model: its genes differ from this model's"
@@ -241,6 +256,11 @@ class ReplayState:
     def save(self, path: str | Path) -> None:
         """Write the state to an ``.npz`` file at ``path`` (used as given; no pickles).
 
+        Parameters
+        ----------
+        path
+            The file to write (atomically; an existing file is replaced).
+
         Examples
         --------
         >>> model.replay_state(1000, seed=0).save("state.npz")
@@ -256,6 +276,16 @@ class ReplayState:
     @classmethod
     def load(cls, path: str | Path) -> ReplayState:
         """Read a state written by :meth:`save` (``allow_pickle=False``).
+
+        Parameters
+        ----------
+        path
+            An ``.npz`` file written by :meth:`save`.
+
+        Returns
+        -------
+        ReplayState
+            The state, as it was saved.
 
         Examples
         --------

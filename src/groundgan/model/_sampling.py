@@ -143,7 +143,8 @@ def sample(
 
     Returns
     -------
-    The cells; backed by ``path`` (read-only) when streaming.
+    AnnData
+        The cells; backed by ``path`` (read-only) when streaming.
     """
     n_cells = check_positive_int(n_cells, "n_cells")
     seed = check_seed(seed)

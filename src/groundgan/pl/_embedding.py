@@ -76,8 +76,13 @@ def embedding(
         ``"tsne"`` (default), ``"umap"`` or ``"pca"``.
     seed
         Seed of the embedding.
-    n_pcs, tsne_perplexity, layer
-        Passed to :func:`groundgan.tl.joint_embedding`.
+    n_pcs
+        Principal components computed before t-SNE/UMAP (``None``: the genes; see
+        :func:`groundgan.tl.joint_embedding`).
+    tsne_perplexity
+        Perplexity of the t-SNE.
+    layer
+        Use this layer of the AnnData inputs instead of ``X``.
     colors
         Colour per origin (``"real"`` and the set names); defaults: grey and the tab10 cycle.
     size
@@ -97,7 +102,8 @@ def embedding(
 
     Returns
     -------
-    The axes.
+    matplotlib.axes.Axes
+        The axes drawn into.
 
     Examples
     --------
@@ -195,7 +201,8 @@ def evaluation(
 
     Returns
     -------
-    The list of axes, one per metric.
+    list of matplotlib.axes.Axes
+        One axes per metric.
 
     Examples
     --------

@@ -48,7 +48,8 @@ def pr_curve(
 
     Returns
     -------
-    The axes.
+    matplotlib.axes.Axes
+        The axes drawn into.
 
     Examples
     --------

@@ -182,8 +182,10 @@ def perturbation(
     key
         Perturbation modality, e.g. ``"SPI1=0"``. Violin: the first perturbation by default;
         heatmap: all of them.
-    n_targets, n_non_targets
-        Sizes of the default gene selection.
+    n_targets
+        Number of direct targets in the default gene selection.
+    n_non_targets
+        Number of other genes (not direct targets) in the default gene selection.
     log
         Violin: plot ``log1p`` of the expression.
     ax
@@ -195,7 +197,8 @@ def perturbation(
 
     Returns
     -------
-    The axes.
+    matplotlib.axes.Axes
+        The axes drawn into.
 
     Examples
     --------

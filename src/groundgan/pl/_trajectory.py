@@ -167,9 +167,12 @@ def paga_compare(
 
     Parameters
     ----------
-    real, sim
-        Cells processed by :func:`groundgan.tl.paga_trajectory` (or
-        :func:`groundgan.tl.trajectory_agreement` with ``inplace=True`` for ``sim``).
+    real
+        Real cells processed by :func:`groundgan.tl.paga_trajectory`.
+    sim
+        Simulated cells processed by :func:`groundgan.tl.paga_trajectory`, or by
+        :func:`groundgan.tl.trajectory_agreement` with ``inplace=True`` (then drawn at the real
+        graph's node positions).
     color
         An ``obs`` column or gene (default: the diffusion pseudotime).
     kind
@@ -189,7 +192,8 @@ def paga_compare(
 
     Returns
     -------
-    The two axes.
+    list of matplotlib.axes.Axes
+        The two axes: real, then simulated.
 
     Examples
     --------

@@ -168,10 +168,19 @@ def evaluate(
         MMD bandwidth. ``"real"``: computed once from all the real cells (see :func:`mmd`) and
         used for every row, the control included, as the reference implementation did;
         ``"pooled"``: from the union of each row's two sets; or a number.
-    n_pcs, n_estimators, test_size
-        Passed to :func:`rf_auroc` (``n_pcs`` also sets the PCA before the t-SNE).
-    perplexity, n_neighbors, tsne_perplexity
-        Passed to :func:`milisi`.
+    n_pcs
+        Principal components of the random forests' features (:func:`rf_auroc`) and of the
+        PCA before the t-SNE (:func:`milisi`); ``None``: the genes themselves.
+    n_estimators
+        Trees of each random forest (paper: 1000; see :func:`rf_auroc`).
+    test_size
+        Fraction of the cells the forests hold out for the AUROC (see :func:`rf_auroc`).
+    perplexity
+        Perplexity of the LISI kernel (paper: 30; see :func:`milisi`).
+    n_neighbors
+        LISI kNN query size, the cell included (paper: 90; see :func:`milisi`).
+    tsne_perplexity
+        Perplexity of the t-SNE that miLISI is computed on (see :func:`milisi`).
     n_jobs
         Parallel jobs of the forests and the t-SNE neighbour searches (``-1``: all cores).
     layer
@@ -181,11 +190,12 @@ def evaluate(
 
     Returns
     -------
-    :class:`pandas.DataFrame` indexed by set name (simulated sets in the given order, then
-    ``"control"``), columns ``cosine``, ``euclidean``, ``mmd``, ``rf_auroc``, ``milisi``.
-    ``df.attrs`` records ``n_cells`` (per row, the two set sizes), ``mmd_sigma`` (per row),
-    ``seconds`` and ``cpu_seconds`` (wall-clock and process CPU time, all threads, per row and
-    metric) and ``seed``.
+    pandas.DataFrame
+        Indexed by set name (simulated sets in the given order, then ``"control"``), columns
+        ``cosine``, ``euclidean``, ``mmd``, ``rf_auroc``, ``milisi``. ``df.attrs`` records
+        ``n_cells`` (per row, the two set sizes), ``mmd_sigma`` (per row), ``seconds`` and
+        ``cpu_seconds`` (wall-clock and process CPU time, all threads, per row and metric)
+        and ``seed``.
 
     Examples
     --------

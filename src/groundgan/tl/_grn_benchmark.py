@@ -41,8 +41,12 @@ class GRNBenchmarkResult:
         ``threshold`` (NaN on the last point).
     method
         The inference method's name.
-    n_tfs, n_targets, n_edges
-        Size of the imposed GRN.
+    n_tfs
+        Number of TFs of the imposed GRN.
+    n_targets
+        Number of targets of the imposed GRN.
+    n_edges
+        Number of edges of the imposed GRN.
     """
 
     auprc: float
@@ -266,7 +270,8 @@ def grn_benchmark(
 
     Returns
     -------
-    A :class:`GRNBenchmarkResult`; ``print`` it for a summary, ``.to_series()`` for a row.
+    GRNBenchmarkResult
+        The scores; ``print`` it for a summary, ``.to_series()`` for a table row.
 
     Examples
     --------

@@ -199,8 +199,11 @@ def centroid_distance(
 
     Parameters
     ----------
-    real, sim
-        Real and simulated cells (cells x genes) on the same genes, library-size normalised.
+    real
+        Real cells (cells x genes): an AnnData, array or sparse matrix, library-size
+        normalised.
+    sim
+        Simulated cells on the same genes as ``real`` (same order, same normalisation).
     metric
         ``"cosine"`` (cosine distance, 1 - cosine similarity) or ``"euclidean"``.
     layer
@@ -208,7 +211,8 @@ def centroid_distance(
 
     Returns
     -------
-    The distance (0 for identical centroids).
+    float
+        The distance (0 for identical centroids).
 
     Examples
     --------
@@ -318,8 +322,11 @@ def mmd(
 
     Parameters
     ----------
-    real, sim
-        Real and simulated cells (cells x genes) on the same genes, library-size normalised.
+    real
+        Real cells (cells x genes): an AnnData, array or sparse matrix, library-size
+        normalised.
+    sim
+        Simulated cells on the same genes as ``real`` (same order, same normalisation).
     sigma
         ``"real"`` (default), ``"pooled"`` or a positive number used as is.
     layer
@@ -327,7 +334,8 @@ def mmd(
 
     Returns
     -------
-    :math:`\mathrm{MMD}^2` (0 = same distribution; at most 18 on this scale).
+    float
+        :math:`\mathrm{MMD}^2` (0 = same distribution; at most 18 on this scale).
 
     Notes
     -----
@@ -416,8 +424,11 @@ def rf_auroc(
 
     Parameters
     ----------
-    real, sim
-        Real and simulated cells (cells x genes) on the same genes, library-size normalised.
+    real
+        Real cells (cells x genes): an AnnData, array or sparse matrix, library-size
+        normalised.
+    sim
+        Simulated cells on the same genes as ``real`` (same order, same normalisation).
     n_pcs
         Principal components used as features (paper: 50), capped at the number of genes (a
         40-gene GRN still evaluates); ``None`` uses the genes themselves.
@@ -434,7 +445,8 @@ def rf_auroc(
 
     Returns
     -------
-    AUROC in [0, 1]: 0.5 = indistinguishable, 1 = perfectly separated.
+    float
+        AUROC in [0, 1]: 0.5 = indistinguishable, 1 = perfectly separated.
 
     Examples
     --------
@@ -537,7 +549,8 @@ def lisi(
 
     Returns
     -------
-    Per-cell LISI, between 1 (one label around the cell) and the number of labels.
+    numpy.ndarray
+        Per-cell LISI, between 1 (one label around the cell) and the number of labels.
 
     Examples
     --------
@@ -664,8 +677,11 @@ def joint_embedding(
 
     Returns
     -------
-    ``(coordinates, origin)``: an (n_cells, 2) array and the categorical origin of each row
-    (``"real"``, then the set names; a single set is called ``"simulated"``).
+    coordinates : numpy.ndarray
+        The (n_cells, 2) coordinates, real cells first, then each simulated set in turn.
+    origin : pandas.Categorical
+        The origin of each row: ``"real"``, then the set names (a single set is called
+        ``"simulated"``).
 
     Examples
     --------
@@ -726,8 +742,11 @@ def milisi(
 
     Parameters
     ----------
-    real, sim
-        Real and simulated cells (cells x genes) on the same genes, library-size normalised.
+    real
+        Real cells (cells x genes): an AnnData, array or sparse matrix, library-size
+        normalised.
+    sim
+        Simulated cells on the same genes as ``real`` (same order, same normalisation).
     perplexity
         Perplexity of the LISI kernel (paper: 30).
     n_neighbors
@@ -747,8 +766,9 @@ def milisi(
 
     Returns
     -------
-    miLISI between 1 (real and simulated cells separate) and 2 (perfectly mixed), or the
-    per-cell values with ``return_per_cell=True``.
+    float or numpy.ndarray
+        miLISI between 1 (real and simulated cells separate) and 2 (perfectly mixed), or the
+        per-cell values with ``return_per_cell=True``.
 
     Examples
     --------

@@ -130,10 +130,11 @@ def perturbation_effect(
 
     Returns
     -------
-    Long-format DataFrame, one row per (perturbation, gene), genes in the data's order:
-    ``perturbation``, ``gene``, ``mean_control``, ``mean_perturbed``, ``log2fc``,
-    ``fraction_changed``, ``is_target`` (a direct target of a perturbed TF in the imposed GRN),
-    ``is_perturbed_tf``.
+    pandas.DataFrame
+        Long format, one row per (perturbation, gene), genes in the data's order; columns
+        ``perturbation``, ``gene``, ``mean_control``, ``mean_perturbed``, ``log2fc``,
+        ``fraction_changed``, ``is_target`` (a direct target of a perturbed TF in the
+        imposed GRN) and ``is_perturbed_tf``.
 
     Examples
     --------

@@ -216,13 +216,21 @@ def paga_trajectory(
 
     Returns
     -------
-    ``None``, or the annotated copy with ``copy=True``. Written: ``obs["louvain"]`` (unless
-    ``groups``; a given ``groups`` column is stored back as a categorical of strings),
-    ``obs["dpt_pseudotime"]`` (in ``[0, 1]``; infinite for cells the graph does not
-    connect to the root), ``uns["paga"]``, ``uns["iroot"]``, ``uns["neighbors"]`` with
-    ``obsp["connectivities"]``/``obsp["distances"]`` (denoised graph), ``obsm["X_diffmap"]``,
-    ``uns["diffmap_evals"]``, ``obsm["X_draw_graph_fa"|"_fr"]`` and ``uns["paga_trajectory"]``
-    (the parameters, the groups key, the root group and whether ``log1p`` was applied).
+    AnnData or None
+        The annotated copy with ``copy=True``; otherwise ``None``, and ``adata`` itself is
+        annotated. Written:
+
+        - ``obs["louvain"]`` (unless ``groups``; a given ``groups`` column is stored back as
+          a categorical of strings);
+        - ``obs["dpt_pseudotime"]`` (in ``[0, 1]``; infinite for cells the graph does not
+          connect to the root);
+        - ``uns["paga"]`` and ``uns["iroot"]``;
+        - ``uns["neighbors"]`` with ``obsp["connectivities"]`` and ``obsp["distances"]``
+          (the denoised graph);
+        - ``obsm["X_diffmap"]`` and ``uns["diffmap_evals"]``;
+        - ``obsm["X_draw_graph_fa"]`` or ``obsm["X_draw_graph_fr"]`` (with ``draw_graph``);
+        - ``uns["paga_trajectory"]``: the parameters, the groups key, the root group and
+          whether ``log1p`` was applied.
 
     Examples
     --------
@@ -438,8 +446,10 @@ def trajectory_agreement(
         Simulated cells with the real genes in ``var_names``.
     groups
         The real cells' group column (the one their PAGA used).
-    n_pcs, n_neighbors
-        PCA size and neighbours of the group classifier.
+    n_pcs
+        Principal components of the PCA the group classifier works in.
+    n_neighbors
+        Neighbours of the group classifier (majority vote).
     seed
         Random seed.
     layer
@@ -453,7 +463,8 @@ def trajectory_agreement(
 
     Returns
     -------
-    A :class:`pandas.Series` of the figures above (NaN where fewer than 3 groups are shared).
+    pandas.Series
+        The figures above (NaN where fewer than 3 groups are shared).
 
     Examples
     --------
