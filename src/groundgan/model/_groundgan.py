@@ -371,23 +371,32 @@ class GroundGAN:
 
         Parameters
         ----------
-        max_steps_stage1, max_steps_stage2
-            Total training steps of stage 1 and stage 2 (paper: 200,000 and 1,000,000;
-            fast: 2,000 and 3,000).
-        batch_size_stage1, batch_size_stage2
-            Cells per minibatch (paper: 128 and 1,024; fast: 128 and 256).
+        max_steps_stage1
+            Total training steps of stage 1 (paper: 200,000; fast: 2,000).
+        max_steps_stage2
+            Total training steps of stage 2 (paper: 1,000,000; fast: 3,000).
+        batch_size_stage1
+            Cells per stage-1 minibatch (both recipes: 128).
+        batch_size_stage2
+            Cells per stage-2 minibatch (paper: 1,024; fast: 256).
         n_critic
             Critic updates per generator update (both recipes: 5).
         gp_lambda
             Weight of the gradient penalty (both recipes: 10).
-        lr_stage1, lr_stage1_final
-            Stage 1's learning rate (generator and critic) at the first and the last step
-            (paper: 1e-4 -> 1e-5; fast: 1e-3 -> 1e-4).
-        lr_generator_stage2, lr_generator_stage2_final
-            The target generators' learning rate at the first and the last step (1e-3 -> 1e-4).
-        lr_critic_stage2, lr_critic_stage2_final
-            The stage-2 critic's learning rate at the first and the last step (1e-3, constant;
-            ``lr_critic_stage2_final=1e-4`` follows the paper's text).
+        lr_stage1
+            Stage 1's learning rate (generator and critic) at its first step (paper: 1e-4;
+            fast: 1e-3).
+        lr_stage1_final
+            Stage 1's learning rate at its last step (paper: 1e-5; fast: 1e-4).
+        lr_generator_stage2
+            The target generators' learning rate at the first stage-2 step (1e-3).
+        lr_generator_stage2_final
+            The target generators' learning rate at the last stage-2 step (1e-4).
+        lr_critic_stage2
+            The stage-2 critic's learning rate at the first stage-2 step (1e-3).
+        lr_critic_stage2_final
+            The stage-2 critic's learning rate at the last stage-2 step (1e-3: constant, as
+            in the reference implementation; 1e-4 follows the paper's text).
         lr_labeler
             Learning rate of the labeler and the anti-labeler (1e-4).
         weight_decay
