@@ -100,6 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     plot.add_argument("records", nargs="+", help="JSON records of 'run'")
     plot.add_argument("--out", required=True, help="PNG file")
     plot.add_argument("--title", default=None)
+    table = commands.add_parser("table", help="the recorded points as a Markdown table")
+    table.add_argument("records", nargs="+", help="JSON records of 'run'")
     return parser.parse_args(argv)
 
 
@@ -381,6 +383,27 @@ def plot(records: list[dict], out: str, title: str | None = None) -> None:
     print(f"wrote {out}")
 
 
+def markdown_table(records: list[dict]) -> str:
+    """One row per recorded point (and each record's control), metrics rounded for reading."""
+    lines = [
+        "| recipe | stage | step | training CPU s | MMD | RF AUROC | miLISI | Euclidean |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for record in records:
+        c = record["control"]
+        lines.append(
+            f"| {record['name']} | real vs real | | | {c['mmd']:.4f} | {c['rf_auroc']:.3f} "
+            f"| {c['milisi']:.3f} | {c['euclidean']:.0f} |"
+        )
+        for p in record["points"]:
+            lines.append(
+                f"| {record['name']} | {p['stage'][-1]} | {p['step']} | "
+                f"{p['train_cpu_seconds']:.0f} | {p['mmd']:.4f} | {p['rf_auroc']:.3f} | "
+                f"{p['milisi']:.3f} | {p['euclidean']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def _step_axis(offset: int):
     return lambda p: p["step"] + (offset if p["stage"] == "stage2" else 0)
 
@@ -389,8 +412,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.command == "run":
         run(args)
+        return
+    records = [json.loads(Path(r).read_text()) for r in args.records]
+    if args.command == "plot":
+        plot(records, args.out, args.title)
     else:
-        plot([json.loads(Path(r).read_text()) for r in args.records], args.out, args.title)
+        print(markdown_table(records))
 
 
 if __name__ == "__main__":

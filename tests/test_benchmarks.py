@@ -328,3 +328,5 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
     assert (tmp_path / "cache").is_dir()  # the GRN is cached for parallel variants
     curve.main(["plot", str(record_path), str(record_path), "--out", str(tmp_path / "c.png")])
     assert (tmp_path / "c.png").stat().st_size > 10_000
+    table = curve.markdown_table([record])
+    assert table.count("\n") == 1 + 1 + len(record["points"])  # header, rule, control, points
