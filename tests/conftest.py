@@ -146,3 +146,22 @@ def train_tiny_groundgan(_pbmc_grn_cells_cached):
         return model, grn
 
     return train
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's default SIGINT handler during the test (training defers a first Ctrl-C only
+    under it), restored afterwards. Another handler left by earlier code in the same process
+    is named in a warning; off the main thread the test is skipped."""
+    import signal
+    import threading
+    import warnings
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT handlers can only be set in the main thread")
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        warnings.warn(f"SIGINT handler found in place: {previous!r}", UserWarning, stacklevel=1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -321,7 +321,7 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
         ("stage2", 4),
     ]
     assert record["cells_per_row"] == 50  # the simulated cells and each control half
-    assert record["hyperparameters"]["ema_decay"] == 0.999  # the fast recipe, resolved
+    assert record["hyperparameters"]["lr_stage1"] == 1e-3  # the fast recipe, resolved
     assert set(record["control"]) == {"cosine", "euclidean", "mmd", "rf_auroc", "milisi"}
     seconds = [p["train_cpu_seconds"] for p in record["points"]]
     assert seconds == sorted(seconds) and seconds[0] > 0

@@ -183,6 +183,7 @@ def test_kill_between_stages_resume_in_new_process(reference, worker_files, tmp_
 
 
 # stopped with Ctrl-C ------------------------------------------------------------------------
+@pytest.mark.usefixtures("default_sigint")
 def test_ctrl_c_stops_after_the_step_with_a_checkpoint_there(
     cells, reference, tmp_path, monkeypatch
 ):

@@ -13,6 +13,8 @@ from groundgan.train import GroundGANStage, StageSettings, TrainingInterrupted, 
 from groundgan.train._loop import interrupt_after_step
 from tiny_networks import tiny_cells, tiny_module
 
+pytestmark = pytest.mark.usefixtures("default_sigint")
+
 
 def new_stage() -> GroundGANStage:
     settings = StageSettings(max_steps=20, batch_size=16, n_critic=2)

@@ -457,7 +457,8 @@ class GroundGAN:
             causal controller in stage 1, the target generators in stage 2) with this decay,
             and generate from it (:meth:`sample`, :meth:`perturb`, :meth:`replay_state`); the
             averaged controller becomes the frozen controller of stage 2. ``0`` turns it off.
-            Paper: off; fast: 0.999. Not in the paper (Yazıcı et al. 2019).
+            Off in both recipes: on the learning curves of :doc:`/realism` it gained nothing
+            in a few thousand steps. Not in the paper (Yazıcı et al. 2019).
         warm_start_critic
             Start the stage-2 critic from the trained stage-1 critic (both judge whole cells
             with the same architecture) instead of from a fresh initialisation. Not in the paper.
