@@ -21,7 +21,7 @@ import groundgan as gg
 
 #: Imposed-edge AUPRC minus negative-control AUPRC that every seed must exceed (measured on
 #: seeds 0-4 before it was set: see the test's docstring).
-MARGIN = 0.15
+MARGIN = 0.3
 RECOVERY_MODEL = dict(
     latent_dim=16,
     controller_hidden=(64, 128),
@@ -47,8 +47,8 @@ def negative_control(grn: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_imposed_edges_are_recovered_above_a_negative_control(_pbmc_grn_cells_cached, seed):
-    """Seeds 0-4 gave imposed AUPRC - negative-control AUPRC of at least 0.2 when MARGIN was
-    set; the random baseline of both is 3 / 8."""
+    """When MARGIN was set, seeds 0-4 gave imposed AUPRCs of 0.78-0.85 and negative-control
+    AUPRCs of 0.26-0.28 (differences of 0.51 or more); the random baseline of both is 3 / 8."""
     adata, grn = (x.copy() for x in _pbmc_grn_cells_cached)
     gg.GroundGAN.setup_anndata(adata, grn=grn)
     model = gg.GroundGAN(adata, seed=seed, **RECOVERY_MODEL)
