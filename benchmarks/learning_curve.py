@@ -53,10 +53,6 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "fast": {"model": {}, "train": {"recipe": "fast"}},
     "fast-warm-critic": {"model": {}, "train": {"recipe": "fast", "warm_start_critic": True}},
     "fast-attached-labels": {"model": {}, "train": {"recipe": "fast"}, "patch": "attached-labels"},
-    "short-lr": {
-        "model": {},
-        "train": {"lr_stage1": 1e-3, "lr_stage1_final": 1e-4, "batch_size_stage2": 256},
-    },
 }
 #: Variants that change the training step itself, for side-by-side measurement only: the
 #: function is applied before training (see :func:`attach_labeler_labels`).
@@ -368,7 +364,8 @@ def plot(records: list[dict], out: str, title: str | None = None) -> None:
                     ms=3,
                     label=record["name"] if j == 0 and row == 0 else None,
                 )
-                ax.axhline(record["control"][metric], color=color, lw=0.8, ls="--")
+                if i == 0 or record["control"] != records[0]["control"]:
+                    ax.axhline(record["control"][metric], color="0.3", lw=0.8, ls="--")
     for j, metric in enumerate(METRICS):
         axes[0][j].set_title(metric)
         axes[0][j].set_xlabel("training step (stage 1, dotted, then stage 2)")
