@@ -59,6 +59,13 @@ def test_quickstart_notebook_runs(tmp_path):
         if output.output_type == "error"
     ]
     assert not errors
+    warned = [
+        output.text
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream" and output.name == "stderr" and "Warning" in output.text
+    ]
+    assert not warned, warned[0]  # the quick start runs without warnings
     text = outputs_text(notebook)
     assert "same cells: True" in text  # a saved and loaded model samples the same cells
     assert "control" in text and "rf_auroc" in text  # the evaluation table
