@@ -366,7 +366,7 @@ class GroundGAN:
 
         A first Ctrl-C (or a notebook's interrupt) finishes the step in progress, writes a
         checkpoint of it when there is a ``checkpoint_dir``, and raises
-        :class:`~groundgan.model.TrainingInterrupted`; calling ``train`` again (or resuming
+        :class:`~groundgan.TrainingInterrupted`; calling ``train`` again (or resuming
         from the checkpoints) continues exactly where it stopped. A second Ctrl-C stops at once.
 
         Parameters
