@@ -220,9 +220,10 @@ def readme_quick_start() -> str:
     return section[start : section.index("\n```", start)]
 
 
-def test_readme_quick_start_runs_without_warnings(tmp_path, monkeypatch):
-    """As written, on fewer genes and a budget of seconds (the pipeline and its settings are
-    those of the README; only the sizes shrink)."""
+def test_readme_quick_start_runs_without_warnings(tmp_path, monkeypatch, offline):
+    """As written, offline (no network, an empty cache, no data variable), on fewer genes and a
+    budget of seconds (the pipeline and its settings are those of the README; only the sizes
+    shrink)."""
     import warnings
 
     code = readme_quick_start()
