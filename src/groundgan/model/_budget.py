@@ -19,7 +19,7 @@ from datetime import timedelta
 import torch
 
 from .._validation import InvalidInputError
-from ..train import ControllerStage, GroundGANStage, PerformanceOptions, StageSettings
+from ..train import GROUNDGAN_STAGES, PerformanceOptions, StageSettings
 
 #: A CPU run whose stage is estimated to take longer than this gets a warning.
 LONG_RUN_SECONDS = 3600.0
@@ -83,8 +83,9 @@ def steps_per_second(
     """Training steps per second of stage ``name``, timed on a copy of ``module``."""
     probe = copy.deepcopy(module)
     rng = torch.Generator(device=data.device).manual_seed(0)
-    cls = ControllerStage if name == "stage1" else GroundGANStage
-    stage = cls(probe, data, replace(settings, ema_decay=None), rng, performance=performance)
+    stage = GROUNDGAN_STAGES[name](
+        probe, data, replace(settings, ema_decay=None), rng, performance=performance
+    )
     for _ in range(PROBE_WARMUP):
         stage.step()
     _synchronize(data.device)

@@ -19,8 +19,7 @@ from .._validation import InvalidInputError, check_positive_int, matrix_of, to_d
 from .._version import __version__
 from ..nn import GroundGANModule, paper_depth_width
 from ..train import (
-    ControllerStage,
-    GroundGANStage,
+    GROUNDGAN_STAGES,
     PerformanceOptions,
     StageSettings,
     TrainingInterrupted,
@@ -715,8 +714,9 @@ class GroundGAN:
         saved = self._pending_stage_states.pop(name, None)
         if stage is not None:
             saved = {"settings": asdict(stage.settings), **stage.state_dict()}
-        cls = ControllerStage if name == "stage1" else GroundGANStage
-        new = cls(self.module, data, settings, self._rng, performance=performance)
+        new = GROUNDGAN_STAGES[name](
+            self.module, data, settings, self._rng, performance=performance
+        )
         if saved is not None:
             new.load_state_dict(saved, same_schedule=saved["settings"] == asdict(settings))
         new.fast_forward(self.steps_[name], keep_loaded=saved is not None)

@@ -2,9 +2,17 @@
 
 from ._loop import NonFiniteLossError, TrainingInterrupted, run_stage
 from ._performance import PerformanceOptions
-from ._stages import ControllerStage, GroundGANStage, StageSettings, WGANGPStage, gradient_penalty
+from ._stages import (
+    GROUNDGAN_STAGES,
+    ControllerStage,
+    GroundGANStage,
+    StageSettings,
+    WGANGPStage,
+    gradient_penalty,
+)
 
 __all__ = [
+    "GROUNDGAN_STAGES",
     "ControllerStage",
     "GroundGANStage",
     "NonFiniteLossError",

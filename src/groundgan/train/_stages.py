@@ -455,3 +455,10 @@ class GroundGANStage(WGANGPStage):
             "labeler": self.labeler_optimizer,
             "antilabeler": self.antilabeler_optimizer,
         }
+
+
+#: The stage class of each GroundGAN stage, by name.
+GROUNDGAN_STAGES: dict[str, type[WGANGPStage]] = {
+    ControllerStage.name: ControllerStage,
+    GroundGANStage.name: GroundGANStage,
+}
