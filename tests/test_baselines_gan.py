@@ -247,7 +247,7 @@ def test_batch_larger_than_the_data_shrinks_with_a_warning(cells):
 def test_save_load_round_trip_samples_identically(trained, tmp_path):
     model = trained.model
     model.save(tmp_path / "model")
-    expected = ["history.csv", "model.json", "model.pt", "var_names.csv"]
+    expected = ["history.csv", "manifest.json", "model.json", "model.pt", "var_names.csv"]
     if model.is_conditional:
         expected = sorted([*expected, "labels.csv"])
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == expected

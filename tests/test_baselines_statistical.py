@@ -308,6 +308,7 @@ def test_training_refuses_labels_without_counts():
 def test_save_load_round_trip_samples_identically(trained, tmp_path):
     trained.save(tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "manifest.json",
         "model.json",
         "params.npz",
         "var_names.txt",

@@ -188,6 +188,7 @@ def test_save_load_round_trip(trained, pbmc_grn_cells, tmp_path):
     trained.save(tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
         "grn.csv",
+        "manifest.json",
         "model.json",
         "model.pt",
         "var_names.csv",

@@ -75,6 +75,7 @@ def trained(adata, tiny_model_kwargs):
 def test_save_load_roundtrip(trained, fresh_cells, tmp_path):
     trained.save(tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} == {
+        "manifest.json",
         "model.pt",
         "model.json",
         "var_names.csv",
@@ -82,10 +83,10 @@ def test_save_load_roundtrip(trained, fresh_cells, tmp_path):
     }
     json.loads((tmp_path / "m" / "model.json").read_text())  # metadata is plain JSON
     fresh = fresh_cells
-    assert "_groundgan_setup" not in fresh.uns
+    assert "groundgan_setup_GroundGAN" not in fresh.uns
     loaded = gg.GroundGAN.load(tmp_path / "m", adata=fresh)
     assert loaded.steps_ == trained.steps_
-    assert loaded.adata is fresh and "_groundgan_setup" in fresh.uns
+    assert loaded.adata is fresh and "groundgan_setup_GroundGAN" in fresh.uns
     assert np.array_equal(loaded.sample(100, seed=1).X, trained.sample(100, seed=1).X)
     trained.save(tmp_path / "m", overwrite=True)
 
@@ -219,7 +220,7 @@ def test_load_refuses_other_genes_and_leaves_adata_untouched(trained, fresh_cell
     shuffled = cells[:, ::-1].copy()
     with pytest.raises(InvalidInputError, match="same genes in another order"):
         gg.GroundGAN.load(tmp_path / "m", adata=shuffled)
-    assert "_groundgan_setup" not in shuffled.uns
+    assert "groundgan_setup_GroundGAN" not in shuffled.uns
 
 
 # training input ------------------------------------------------------------------------------

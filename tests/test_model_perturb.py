@@ -394,4 +394,4 @@ def test_control_modality_is_plain_anndata(model):
     assert isinstance(control, ad.AnnData)
     assert control.X.dtype == np.float32
     assert control.uns["groundgan"]["seed"] == 0
-    assert "groundgan_perturbation" not in control.uns
+    assert "groundgan_perturbations" not in control.uns

@@ -68,3 +68,112 @@ def test_error_classes_load_without_the_single_cell_stack():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- layering
+def _module_imports(path, name: str, modules: set[str]) -> set[str]:
+    """The groundgan modules ``name`` imports at import time: top-level and class-level
+    imports, and those under ``if`` (``TYPE_CHECKING`` included) or ``try``; not those inside
+    functions, which run only when called."""
+    import ast
+
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+
+    def visit(nodes) -> None:
+        for node in nodes:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = package.split(".")
+                    base = parts[: len(parts) - node.level + 1]
+                    source = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    source = node.module or ""
+                for alias in node.names:
+                    sub = f"{source}.{alias.name}"
+                    found.add(sub if sub in modules else source)
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                visit(getattr(node, field, []))
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return {m for m in found if m in modules and m != name}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    from pathlib import Path
+
+    import groundgan
+
+    root = Path(groundgan.__file__).parent
+    paths = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        paths[".".join(parts)] = path
+    return {name: _module_imports(path, name, set(paths)) for name, path in paths.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycle_among_groundgan_modules():
+    cycles = _cycles(_import_graph())
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_cycle_finder_sees_type_checking_imports(tmp_path):
+    """The check above can fail: a helper typed on the model under TYPE_CHECKING is a cycle."""
+    model, helper = tmp_path / "model.py", tmp_path / "helper.py"
+    model.write_text("from .helper import f\n")
+    helper.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .model import M\n"
+        "def g():\n    from .model import late\n"
+    )
+    names = {"pkg.model", "pkg.helper"}
+    graph = {
+        "pkg.model": _module_imports(model, "pkg.model", names),
+        "pkg.helper": _module_imports(helper, "pkg.helper", names),
+    }
+    assert _cycles(graph) == [["pkg.helper", "pkg.model", "pkg.helper"]]
+
+
+def test_layers_import_only_downward():
+    """nn knows nothing above it; train knows nn, not the models; model never imports the
+    baselines, the CLI or the plots."""
+    graph = _import_graph()
+    rules = {
+        "groundgan.nn": ("groundgan.train", "groundgan.model", "groundgan.baselines"),
+        "groundgan.train": ("groundgan.model", "groundgan.baselines", "groundgan.cli"),
+        "groundgan.model": ("groundgan.baselines", "groundgan.cli", "groundgan.pl"),
+    }
+    wrong = [
+        f"{name} -> {dep}"
+        for name, deps in graph.items()
+        for layer, forbidden in rules.items()
+        if name == layer or name.startswith(layer + ".")
+        for dep in deps
+        if dep.startswith(forbidden)
+    ]
+    assert not wrong, wrong

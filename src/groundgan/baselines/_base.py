@@ -7,6 +7,7 @@ by implementing :meth:`_StatisticalBaseline._fit_group` and
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._files import check_same_genes, check_save_dir
+from .._seeds import check_seed, resolve_seed
 from .._validation import (
     InvalidInputError,
     check_finite_nonnegative,
@@ -30,9 +32,13 @@ from .._validation import (
     to_dense,
 )
 from .._version import __version__
+from ..model._base import (
+    Simulator,
+    resolve_library_size,
+    verify_model_files,
+    write_model_files,
+)
 
-#: Library size of the sampled cells when the training data do not record one.
-DEFAULT_LIBRARY_SIZE = 20_000.0
 #: Cells sampled when neither ``n_cells`` nor ``labels`` are given.
 DEFAULT_N_CELLS = 1000
 #: Rounds of redrawing cells whose sampled counts are all zero.
@@ -45,18 +51,13 @@ class NotTrainedError(InvalidInputError):
     """The model has to be trained (or loaded trained) first."""
 
 
-class _StatisticalBaseline:
+class _StatisticalBaseline(Simulator):
     """Base class of the statistical simulators (not public; see ScDesign2 and SPARSim)."""
 
     #: One line naming the model for ``repr`` and the docs.
     _description: ClassVar[str] = ""
 
     # ------------------------------------------------------------------------- setup
-    @classmethod
-    def setup_key(cls) -> str:
-        """Key of the setup record in ``adata.uns``."""
-        return f"groundgan_setup_{cls.__name__}"
-
     @classmethod
     def setup_anndata(
         cls, adata: AnnData, labels_key: str | None = None, layer: str | None = None
@@ -107,13 +108,12 @@ class _StatisticalBaseline:
     def __init__(self, adata: AnnData, library_size: float | None = None, **init_params: Any):
         if not isinstance(adata, AnnData):
             raise InvalidInputError(f"adata must be an AnnData, got {type(adata).__name__}")
-        key = self.setup_key()
-        if key not in adata.uns:
+        if not self.is_set_up(adata):
             raise InvalidInputError(
                 f"adata was not set up for {type(self).__name__}: call "
                 f"gg.baselines.{type(self).__name__}.setup_anndata(adata) first"
             )
-        record = dict(adata.uns[key])
+        record = dict(self.setup_record_of(adata))
         labels_key = record.get("labels_key")
         if labels_key is not None:
             _check_labels(adata, labels_key)
@@ -121,7 +121,7 @@ class _StatisticalBaseline:
         self.layer: str | None = record.get("layer")
         self.labels_key: str | None = labels_key
         self.count_source: str = str(record["count_source"])
-        self.library_size = _resolve_library_size(adata, library_size)
+        self.library_size = resolve_library_size(adata, None, library_size)
         self.var_names = pd.Index(list(map(str, adata.var_names)))
         self.init_params_: dict[str, Any] = dict(init_params)
         self.n_cells_train_ = int(adata.n_obs)
@@ -151,6 +151,7 @@ class _StatisticalBaseline:
             raise InvalidInputError(
                 "no training data: this model was loaded without adata; pass adata to load()"
             )
+        seed = check_seed(seed)
         adata = self.adata
         check_same_genes(adata, list(self.var_names))
         matrix = matrix_of(adata, self.layer)
@@ -242,8 +243,7 @@ class _StatisticalBaseline:
             f"this {type(self).__name__} was set up without labels_key; set it up with "
             "labels_key=... for conditional sampling",
         )
-        if seed is None:
-            seed = int(np.random.default_rng().integers(2**31 - 1))
+        seed = resolve_seed(seed)
         rng = np.random.default_rng(seed)
         blocks, block_labels = [], []
         for group, params, n in zip(self.groups_, self.params_, per_group, strict=True):
@@ -298,16 +298,20 @@ class _StatisticalBaseline:
             Also write into a directory that is not empty (its model files are replaced).
         """
         path = Path(dir_path)
-        check_save_dir(path, overwrite)
-        path.mkdir(parents=True, exist_ok=True)
+        check_save_dir(path, overwrite)  # before anything is serialised
         arrays = {
             f"group{i}__{name}": np.asarray(value)
             for i, params in enumerate(self.params_)
             for name, value in params.items()
         }
-        np.savez(path / _PARAMS_FILE, **arrays)
-        (path / _GENES_FILE).write_text("\n".join(self.var_names) + "\n", encoding="utf-8")
-        (path / _META_FILE).write_text(json.dumps(self._metadata(), indent=2), encoding="utf-8")
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        files = {
+            _PARAMS_FILE: buffer.getvalue(),
+            _GENES_FILE: ("\n".join(self.var_names) + "\n").encode(),
+            _META_FILE: json.dumps(self._metadata(), indent=2).encode(),
+        }
+        write_model_files(path, files, overwrite)
 
     def _metadata(self) -> dict[str, Any]:
         return {
@@ -365,7 +369,8 @@ class _StatisticalBaseline:
                 {name: stored[f"group{i}__{name}"] for name in names}
                 for i, names in enumerate(meta["param_names"])
             ]
-        if adata is not None and cls.setup_key() not in adata.uns:
+        verify_model_files(path)
+        if adata is not None and not cls.is_set_up(adata):
             layer = "X" if model.layer is None else model.layer
             cls.setup_anndata(adata, labels_key=model.labels_key, layer=layer)
         return model
@@ -375,7 +380,15 @@ class _StatisticalBaseline:
         """Model-specific lines for ``repr`` (trained models only)."""
         return []
 
-    def __repr__(self) -> str:
+    def _parameter_counts(self) -> dict[str, int]:
+        """Fitted values per parameter, summed over the groups (labels)."""
+        counts: dict[str, int] = {}
+        for params in self.params_:
+            for name, value in params.items():
+                counts[name] = counts.get(name, 0) + int(np.asarray(value).size)
+        return counts
+
+    def _repr_lines(self) -> list[str]:
         name = type(self).__name__
         lines = [
             f"{name}: {self._description}",
@@ -391,7 +404,7 @@ class _StatisticalBaseline:
             lines += ["  trained: yes"] + [f"  {line}" for line in self._summary_lines()]
         else:
             lines.append("  trained: no (call model.train())")
-        return "\n".join(lines)
+        return lines
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -504,16 +517,6 @@ def _label_order(labels: pd.Series) -> list[str]:
     if isinstance(labels.dtype, pd.CategoricalDtype):
         return [str(c) for c in labels.cat.categories]
     return sorted(set(labels.astype(str)))
-
-
-def _resolve_library_size(adata: AnnData, library_size: float | None) -> float:
-    if library_size is None:
-        recorded = adata.uns.get("groundgan_preprocess", {})
-        library_size = recorded.get("library_size", DEFAULT_LIBRARY_SIZE)
-    valid = isinstance(library_size, (int, float, np.number)) and not isinstance(library_size, bool)
-    if not valid or not np.isfinite(library_size) or library_size <= 0:
-        raise InvalidInputError(f"library_size must be a positive number, got {library_size!r}")
-    return float(library_size)
 
 
 def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:

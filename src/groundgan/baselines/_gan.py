@@ -22,13 +22,14 @@ import torch
 from anndata import AnnData
 from torch import Tensor, nn
 
+from .._devices import resolve_device
 from .._files import (
-    atomic_write_bytes,
     check_same_genes,
     check_save_dir,
     load_module_state,
     torch_bytes,
 )
+from .._seeds import check_seed, resolve_seed
 from .._validation import (
     InvalidInputError,
     check_finite_nonnegative,
@@ -40,12 +41,15 @@ from .._validation import (
     to_dense,
 )
 from .._version import __version__
-from ..model._groundgan import resolve_device
-from ..model._sampling import check_seed
+from ..model._base import (
+    Simulator,
+    resolve_library_size,
+    verify_model_files,
+    write_model_files,
+)
 from ..nn import CausalController, Critic, LibrarySizeNormalization
 from ..train import ControllerStage, StageSettings, WGANGPStage, run_stage
 from ._base import (
-    DEFAULT_LIBRARY_SIZE,
     NotTrainedError,
     _check_labels,
     _label_order,
@@ -77,23 +81,12 @@ def check_hidden(hidden: Sequence[int], name: str) -> list[int]:
     return [check_positive_int(width, f"{name} entries") for width in hidden]
 
 
-def resolve_library_size(adata: AnnData, X, library_size: float | None, what: str) -> float:
-    """The per-cell total the cells are normalised to, checked on every cell.
-
-    ``library_size``, else ``adata.uns["groundgan_preprocess"]["library_size"]`` (written by
-    :func:`groundgan.pp.preprocess`), else the cells' median total.
-    """
+def library_size_of(adata: AnnData, X, library_size: float | None, what: str) -> float:
+    """The library size by the rule every model shares, checked on every cell of ``X``."""
     check_finite_nonnegative(X, what)
-    if library_size is None:
-        library_size = adata.uns.get("groundgan_preprocess", {}).get("library_size")
-    if library_size is None:
-        totals = np.asarray(X.sum(axis=1)).ravel()
-        library_size = float(np.median(totals)) if totals.size else DEFAULT_LIBRARY_SIZE
-    valid = isinstance(library_size, (int, float, np.number)) and not isinstance(library_size, bool)
-    if not valid or not np.isfinite(library_size) or library_size <= 0:
-        raise InvalidInputError(f"library_size must be a positive number, got {library_size!r}")
-    check_library_normalized(X, float(library_size), what)
-    return float(library_size)
+    size = resolve_library_size(adata, X, library_size)
+    check_library_normalized(X, size, what)
+    return size
 
 
 def batch_size_for(batch_size: int, n_cells: int) -> int:
@@ -118,7 +111,7 @@ class _LabelledStage(WGANGPStage):
     labels: Tensor
 
 
-class _GANBaseline:
+class _GANBaseline(Simulator):
     """Base class of the GAN baselines (not public; see ScGAN, CscGAN and CWGAN).
 
     Subclasses implement :meth:`_build_module`, :meth:`_new_stage` and :meth:`_generate_block`.
@@ -130,11 +123,6 @@ class _GANBaseline:
     _conditional: ClassVar[bool] = False
 
     # ------------------------------------------------------------------------- setup
-    @classmethod
-    def setup_key(cls) -> str:
-        """Key of the setup record in ``adata.uns``."""
-        return f"groundgan_setup_{cls.__name__}"
-
     @classmethod
     def setup_anndata(
         cls,
@@ -170,7 +158,7 @@ class _GANBaseline:
         check_unique(list(map(str, adata.var_names)), "var_names")
         what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         X = matrix_of(adata, layer)
-        size = resolve_library_size(adata, X, library_size, what)
+        size = library_size_of(adata, X, library_size, what)
         cls._check_labels_key(labels_key)
         if labels_key is not None:
             _check_labels(adata, labels_key)
@@ -203,7 +191,7 @@ class _GANBaseline:
     ):
         if not isinstance(adata, AnnData):
             raise InvalidInputError(f"adata must be an AnnData, got {type(adata).__name__}")
-        if self.setup_key() not in adata.uns:
+        if not self.is_set_up(adata):
             raise InvalidInputError(
                 f"adata was not set up for {type(self).__name__}: call "
                 f"gg.baselines.{type(self).__name__}.setup_anndata(adata) first"
@@ -295,8 +283,7 @@ class _GANBaseline:
     def n_genes(self) -> int:
         return len(self.var_names)
 
-    def n_parameters(self) -> dict[str, int]:
-        """Number of parameters of the generator and of the critic."""
+    def _parameter_counts(self) -> dict[str, int]:
         return {
             name: sum(p.numel() for p in part.parameters())
             for name, part in (("generator", self._generator), ("critic", self._critic))
@@ -310,7 +297,7 @@ class _GANBaseline:
     def _critic(self) -> nn.Module:
         return self.module.critic
 
-    def __repr__(self) -> str:
+    def _repr_lines(self) -> list[str]:
         p = self.init_params_
         params = self.n_parameters()
         lines = [
@@ -324,7 +311,7 @@ class _GANBaseline:
             lines.append(f"  conditional on obs[{self.labels_key!r}]: {len(self.labels_)} labels")
         trained = f"{self.steps_:,} steps" if self.is_trained_ else "no (call model.train())"
         lines.append(f"  trained: {trained}")
-        return "\n".join(lines)
+        return lines
 
     # ------------------------------------------------------------------------- training
     def train(
@@ -511,9 +498,7 @@ class _GANBaseline:
             f"{type(self).__name__} is unconditional; use CscGAN or CWGAN set up with "
             "labels_key=... for conditional sampling",
         )
-        seed = (
-            int(np.random.default_rng().integers(2**31 - 1)) if seed is None else check_seed(seed)
-        )
+        seed = resolve_seed(seed)
         codes = np.repeat(np.arange(len(self.labels_)), per_label)
         X = self._generate(codes, seed)
         return self._to_anndata(X, codes, seed)
@@ -573,12 +558,10 @@ class _GANBaseline:
             files[LABELS_FILE] = table.to_csv(index=False).encode()
         if len(self.history_):
             files[HISTORY_FILE] = self.history_.to_csv(index=False).encode()
-        path.mkdir(parents=True, exist_ok=True)
+        write_model_files(path, files, overwrite)
         for name in (LABELS_FILE, HISTORY_FILE):
             if name not in files:
                 (path / name).unlink(missing_ok=True)
-        for name, data in files.items():
-            atomic_write_bytes(path / name, data)
 
     def _metadata(self) -> dict[str, Any]:
         return {
@@ -619,6 +602,7 @@ class _GANBaseline:
             var_names, float(meta["library_size"]), label_names, label_sizes, meta["init_params"]
         )
         load_module_state(model.module, path / WEIGHTS_FILE, META_FILE)
+        verify_model_files(path)  # after the weights: a planted pickle is refused as such
         model.module.to(device)
         model.module.eval()
         model.steps_ = int(meta["steps"])
@@ -626,7 +610,7 @@ class _GANBaseline:
         if (path / HISTORY_FILE).is_file():
             model.history_ = pd.read_csv(path / HISTORY_FILE)
         model.adata = adata
-        if adata is not None and cls.setup_key() not in adata.uns:
+        if adata is not None and not cls.is_set_up(adata):
             cls.setup_anndata(
                 adata,
                 labels_key=model.labels_key,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._keys import CONTROL_MODALITY
+from .._locks import DirectoryLockedError, lock_directory
 from .._version import __version__
 from ._config import STEPS, UPSTREAM, Config, load_config, step_hash
 
@@ -40,8 +41,6 @@ MARKER_DIR = "steps"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_KEY = "checkpoints.json"
 LOCK_FILE = ".lock"
-#: Constructor arguments checkpoints carry over (see groundgan.model._io.FREE_PARAMS).
-_CHECKPOINT_FREE_PARAMS = ("seed", "sample_block_size")
 
 #: Outputs of each step, relative to the run directory (all must exist for "done").
 OUTPUTS = {
@@ -96,21 +95,14 @@ def write_json(payload: dict, path: Path) -> None:
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the run directory (one ``groundgan run`` at a time)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK_FILE, "a+")
     try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise RunError(
-                f"another groundgan run is using {run_dir} (pid {holder}); wait for it or use "
-                "another output directory"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        handle = lock_directory(run_dir / LOCK_FILE)
+    except DirectoryLockedError as err:
+        raise RunError(
+            f"another groundgan run is using {run_dir} (pid {err.holder}); wait for it or use "
+            "another output directory"
+        ) from None
+    try:
         yield
     finally:
         handle.close()  # closing releases the lock
@@ -236,7 +228,7 @@ class Pipeline:
     def check(self) -> None:
         """What can be checked before any step: the ``[train] device`` and the ``[perturb]``
         TFs (:meth:`check_perturbations`). Raises a one-line ``ValueError``."""
-        from ..model._groundgan import resolve_device
+        from .._devices import resolve_device
 
         resolve_device(self.config["train"].get("device", "auto"))
         self.check_perturbations()
@@ -432,7 +424,9 @@ class Pipeline:
     def _checkpoint_key(self) -> str:
         import hashlib
 
-        model = {k: v for k, v in self.config["model"].items() if k not in _CHECKPOINT_FREE_PARAMS}
+        from ..model._io import FREE_PARAMS
+
+        model = {k: v for k, v in self.config["model"].items() if k not in FREE_PARAMS}
         text = json.dumps({"grn": self.hashes["grn"], "model": model}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -484,8 +478,8 @@ class Pipeline:
     def _load_model(self, step: str) -> GroundGAN:
         """The trained model; a model whose stage 2 did not train (``[train] stages = [1]``)
         is used as the configuration asks, with a note in the log."""
+        from .._devices import resolve_device
         from ..model import GroundGAN
-        from ..model._groundgan import resolve_device
 
         device = resolve_device(self.config["train"].get("device", "auto"))
         model = GroundGAN.load(self.path("model"), device=str(device))
@@ -558,7 +552,7 @@ class Pipeline:
             mdata.write(str(tmp))
         effect = tl.perturbation_effect(mdata)
         write_csv(effect, self.path("perturbation_effect.csv"), index=False)
-        keys = [k for k in mdata.mod if k != "control"]
+        keys = [k for k in mdata.mod if k != CONTROL_MODALITY]
         self._say("perturb", f"{len(keys)} perturbation(s): {', '.join(keys)}")
         return ["perturbation.h5mu", "perturbation_effect.csv"]
 

@@ -15,6 +15,8 @@ import torch
 from anndata import AnnData
 from tqdm.auto import tqdm
 
+from .._devices import resolve_device
+from .._seeds import check_seed, resolve_seed
 from .._validation import InvalidInputError, check_positive_int, matrix_of, to_dense
 from .._version import __version__
 from ..nn import GroundGANModule, paper_depth_width
@@ -27,7 +29,8 @@ from ..train import (
     run_stage,
 )
 from . import _budget, _io, _monitor, _perturb, _recipes, _sampling
-from ._setup import GRNLayout, read_setup, record_setup, validate_setup
+from ._base import Simulator
+from ._setup import LEGACY_SETUP_KEY, GRNLayout, read_setup, record_setup, validate_setup
 
 STAGES = ("stage1", "stage2")
 #: ``callback(model, stage, step)``, see :meth:`GroundGAN.train`.
@@ -35,44 +38,7 @@ TrainingCallback = Callable[["GroundGAN", str, int], None]
 MIN_CELLS = 10
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """The torch device to use: ``"auto"`` -> CUDA when available, else CPU.
-
-    Raises
-    ------
-    InvalidInputError
-        One line naming the fix: a string torch does not read as a device, or a CUDA device
-        where torch has no CUDA (a CPU-only build, or no GPU visible) or no such GPU.
-    """
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise InvalidInputError(
-            f"device={device!r} is not a torch device: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-        ) from None
-    if resolved.type != "cuda":
-        return resolved
-    if not torch.cuda.is_available():
-        why = (
-            f"this torch ({torch.__version__}) is a CPU-only build"
-            if torch.version.cuda is None
-            else "torch sees no CUDA GPU (check the driver and CUDA_VISIBLE_DEVICES)"
-        )
-        raise InvalidInputError(
-            f"device={device!r} but {why}: use device='cpu' or 'auto', or install a CUDA build "
-            "of torch that matches your driver"
-        )
-    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise InvalidInputError(
-            f"device={device!r} but torch sees {torch.cuda.device_count()} CUDA GPU(s): use "
-            f"'cuda:0' to 'cuda:{torch.cuda.device_count() - 1}', 'cuda' or 'auto'"
-        )
-    return resolved
-
-
-class GroundGAN:
+class GroundGAN(Simulator):
     """GRN-guided causal WGAN-GP simulator of single-cell RNA-seq (GRouNdGAN).
 
     A causal controller (a WGAN-GP generator trained on all genes in stage 1) produces TF
@@ -152,6 +118,9 @@ class GroundGAN:
     >>> sim = model.sample(1000, seed=0)
     """
 
+    _description = "GRN-guided causal WGAN-GP (GRouNdGAN)"
+    _legacy_setup_keys = (LEGACY_SETUP_KEY,)
+
     def __init__(
         self,
         adata: AnnData,
@@ -227,7 +196,7 @@ class GroundGAN:
         layer: str | None = None,
         library_size: float | None = None,
     ) -> None:
-        """Validate cells and GRN and record them in ``adata.uns["_groundgan_setup"]``.
+        """Validate cells and GRN and record them in ``adata.uns["groundgan_setup_GroundGAN"]``.
 
         Parameters
         ----------
@@ -241,7 +210,9 @@ class GroundGAN:
         layer
             Layer holding the values instead of ``X``.
         library_size
-            Expected per-cell total; by default the cells' common total.
+            Per-cell total; by default what :func:`groundgan.pp.preprocess` recorded
+            (``adata.uns["groundgan_preprocess"]``), else the cells' median total. Every cell
+            must sum to it.
 
         Raises
         ------
@@ -277,6 +248,9 @@ class GroundGAN:
             ``causal_controller``, ``target_generators``, ``critic``, ``controller_critic``,
             ``labeler`` and ``antilabeler``.
         """
+        return super().n_parameters()
+
+    def _parameter_counts(self) -> dict[str, int]:
         m = self.module
         parts = {
             "causal_controller": m.controller,
@@ -288,7 +262,7 @@ class GroundGAN:
         }
         return {k: sum(p.numel() for p in v.parameters()) for k, v in parts.items()}
 
-    def __repr__(self) -> str:
+    def _repr_lines(self) -> list[str]:
         m, tg = self.module, self.module.target_generators
         params = self.n_parameters()
         lines = [
@@ -306,7 +280,7 @@ class GroundGAN:
             f"  trained steps: stage 1 {self.steps_['stage1']:,}, stage 2 {self.steps_['stage2']:,}"
             f"; device {self.device}",
         ]
-        return "\n".join(lines)
+        return lines
 
     # training ------------------------------------------------------------------------------
     def train(
@@ -471,6 +445,7 @@ class GroundGAN:
             Naming the problem: an unknown recipe, stage or precision, a non-positive step
             total, batch size or time budget, an ``ema_decay`` outside [0, 1).
         """
+        seed = check_seed(seed)
         unknown = set(stages) - {1, 2}
         if unknown or not stages:
             raise InvalidInputError(f"stages must be a subset of (1, 2), got {tuple(stages)}")
@@ -798,11 +773,7 @@ class GroundGAN:
         """
         n_cells = check_positive_int(n_cells, "n_cells")
         _perturb.check_trained(self, allow_untrained, "sample()")
-        if seed is None:
-            seed = int(np.random.default_rng().integers(2**31 - 1))
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
-        return _sampling.sample(self, n_cells, int(seed), path, chunk_size)
+        return _sampling.sample(self, n_cells, resolve_seed(seed), path, chunk_size)
 
     # perturbation --------------------------------------------------------------------------
     def replay_state(

@@ -1,7 +1,8 @@
 """Model directories and training checkpoints: no pickles, atomic writes, checksums, a lock.
 
 A model directory holds ``model.pt`` (state dicts, loaded with ``weights_only=True``),
-``model.json`` (constructor arguments, version, steps), ``var_names.csv`` and ``grn.csv``.
+``model.json`` (constructor arguments, version, steps), ``var_names.csv``, ``grn.csv`` and
+``manifest.json`` (the checksums of the others, written last; see :mod:`._base`).
 
 A checkpoint directory holds ``checkpoint-<stage>-<step>.pt`` files, each with a ``.json``
 manifest carrying its SHA-256 and size, and a ``.lock`` file held with ``fcntl.flock`` while a
@@ -28,6 +29,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from .._devices import resolve_device
 from .._files import (
     atomic_write_bytes,
     check_same_genes,
@@ -37,16 +39,18 @@ from .._files import (
     load_weights,
     torch_bytes,
 )
+from .._locks import DirectoryLockedError, lock_directory
 from .._validation import InvalidInputError, check_positive_int
 from .._version import __version__
 from ..train import NonFiniteLossError
-from ._setup import SETUP_KEY, GRNLayout, read_setup
+from ._base import verify_model_files, write_model_files
+from ._setup import GRNLayout, read_setup
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..train import WGANGPStage
-    from ._groundgan import GroundGAN
+    from ._protocols import TrainableModel
 
 #: Version of the checkpoint layout (payload keys and manifest); bumped on incompatible change.
 CHECKPOINT_FORMAT = 2
@@ -64,14 +68,14 @@ class CheckpointLockedError(RuntimeError):
 
 # model directories -------------------------------------------------------------------------
 def save_model(
-    model: GroundGAN, dir_path: Path, overwrite: bool, steps: dict[str, int] | None = None
+    model: TrainableModel, dir_path: Path, overwrite: bool, steps: dict[str, int] | None = None
 ) -> None:
     """Write ``model`` into ``dir_path`` (see the module docstring for the files).
 
     ``steps`` overrides the recorded step counts (a model saved in the middle of a stage,
     whose ``steps_`` are only updated when the stage returns).
     """
-    check_save_dir(dir_path, overwrite)
+    check_save_dir(dir_path, overwrite)  # before anything is serialised
     record = model._state()
     if steps is not None:
         record["steps"] = {k: int(v) for k, v in steps.items()}
@@ -86,15 +90,11 @@ def save_model(
         .encode(),
         "grn.csv": model.grn.to_csv(index=False).encode(),
     }
-    dir_path.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        atomic_write_bytes(dir_path / name, data)
+    write_model_files(dir_path, files, overwrite)
 
 
-def load_model(cls, dir_path: Path, adata: AnnData | None, device: str) -> GroundGAN:
+def load_model(cls, dir_path: Path, adata: AnnData | None, device: str) -> TrainableModel:
     """Restore a model written by :func:`save_model`; ``adata`` is checked before it is set up."""
-    from ._groundgan import resolve_device
-
     device = resolve_device(device)  # a CUDA device without CUDA: a one-line error, first
     record, var_names, grn = _read_model_dir(cls, dir_path)
     layout = GRNLayout.from_grn(grn, var_names)
@@ -105,6 +105,7 @@ def load_model(cls, dir_path: Path, adata: AnnData | None, device: str) -> Groun
     model._layer = record.get("layer")
     model._build(layout, record["library_size"], record["init_params"])
     load_module_state(model.module, dir_path / "model.pt", "model.json")
+    verify_model_files(dir_path)  # after the weights: a planted pickle is refused as such
     model.module.to(device)
     model.steps_ = {k: int(v) for k, v in record["steps"].items()}
     model.train_record_ = record.get("training", {})
@@ -142,7 +143,7 @@ def _read_model_dir(cls, dir_path: Path) -> tuple[dict, list[str], pd.DataFrame]
 
 
 def _check_adata_setup(adata: AnnData, grn: pd.DataFrame, record: dict, cls) -> None:
-    if SETUP_KEY not in adata.uns:
+    if not cls.is_set_up(adata):
         cls.setup_anndata(adata, grn=grn, layer=record.get("layer"))
         return
     layout, _, _ = read_setup(adata)
@@ -184,7 +185,7 @@ def recover_dir(target: Path) -> None:
 
 
 # training checkpoints ----------------------------------------------------------------------
-def model_fingerprint(model: GroundGAN) -> dict[str, Any]:
+def model_fingerprint(model: TrainableModel) -> dict[str, Any]:
     """What a checkpoint must match to be resumed into ``model`` (architecture, genes, GRN)."""
     edges = sorted(zip(model.layout.grn["tf"], model.layout.grn["target"], strict=True))
     return {
@@ -234,21 +235,13 @@ class Checkpointer:
         if directory.exists() and not directory.is_dir():
             raise InvalidInputError(f"checkpoint_dir {directory} is a file, not a directory")
         directory.mkdir(parents=True, exist_ok=True)
-        lock_file = open(directory / LOCK_FILE, "a+")  # noqa: SIM115 (held for the run)
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.seek(0)
-            holder = lock_file.read().strip() or "unknown"
-            lock_file.close()
+            lock_file = lock_directory(directory / LOCK_FILE)
+        except DirectoryLockedError as err:
             raise CheckpointLockedError(
-                f"another process (pid {holder}) is training into {directory}; wait for it to "
-                "finish or choose another checkpoint_dir"
+                f"another process (pid {err.holder}) is training into {directory}; wait for it "
+                "to finish or choose another checkpoint_dir"
             ) from None
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"{os.getpid()}\n")
-        lock_file.flush()
         checkpointer = cls(directory, keep, lock_file)
         checkpointer._tidy()
         return checkpointer
@@ -282,7 +275,7 @@ class Checkpointer:
         recover_dir(self.best_dir)
 
     # writing -------------------------------------------------------------------------------
-    def hook(self, model: GroundGAN) -> Callable[[WGANGPStage, int], None]:
+    def hook(self, model: TrainableModel) -> Callable[[WGANGPStage, int], None]:
         """A training-loop hook writing a checkpoint of ``model`` after ``step`` of ``stage``."""
 
         def write(stage: WGANGPStage, step: int) -> None:
@@ -292,7 +285,7 @@ class Checkpointer:
 
         return write
 
-    def write(self, model: GroundGAN, steps: dict[str, int]) -> Path:
+    def write(self, model: TrainableModel, steps: dict[str, int]) -> Path:
         """Write a checkpoint of ``model`` at ``steps`` and drop all but the newest ``keep``.
 
         Raises
@@ -348,7 +341,7 @@ class Checkpointer:
             return path, payload
         return None
 
-    def resume(self, model: GroundGAN) -> Path | None:
+    def resume(self, model: TrainableModel) -> Path | None:
         """Restore ``model`` from the newest valid checkpoint; returns its path (``None``: none).
 
         Nothing is restored when ``model`` already stands at the checkpoint's steps (the same
@@ -404,7 +397,7 @@ def verify(path: Path) -> str | None:
     return read_verified(path)[1]
 
 
-def check_fingerprint(model: GroundGAN, payload: dict, path: Path) -> None:
+def check_fingerprint(model: TrainableModel, payload: dict, path: Path) -> None:
     """Refuse a checkpoint of another model (other architecture, genes or GRN)."""
     saved, current = payload.get("fingerprint", {}), model_fingerprint(model)
     differ = sorted(k for k in current if saved.get(k) != current[k])
@@ -415,7 +408,7 @@ def check_fingerprint(model: GroundGAN, payload: dict, path: Path) -> None:
         )
 
 
-def check_finite_weights(model: GroundGAN, steps: dict[str, int]) -> None:
+def check_finite_weights(model: TrainableModel, steps: dict[str, int]) -> None:
     """Raise :class:`NonFiniteLossError` when any weight is NaN or infinite (one host sync)."""
     tensors = [t for t in model.module.state_dict().values() if t.is_floating_point()]
     if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
@@ -427,7 +420,7 @@ def check_finite_weights(model: GroundGAN, steps: dict[str, int]) -> None:
 
 
 # what a checkpoint holds -------------------------------------------------------------------
-def checkpoint_payload(model: GroundGAN, steps: dict[str, int]) -> dict:
+def checkpoint_payload(model: TrainableModel, steps: dict[str, int]) -> dict:
     """Everything that determines the future of a training run, as tensors and plain values."""
     stages = dict(model._pending_stage_states)  # restored but not yet rebuilt
     stages.update(
@@ -449,7 +442,7 @@ def checkpoint_payload(model: GroundGAN, steps: dict[str, int]) -> dict:
     }
 
 
-def restore_payload(model: GroundGAN, payload: dict) -> None:
+def restore_payload(model: TrainableModel, payload: dict) -> None:
     """Put ``model`` in the state recorded by :func:`checkpoint_payload`."""
     model.module.load_state_dict(payload["module"])
     model.steps_ = {k: int(v) for k, v in payload["steps"].items()}
@@ -465,7 +458,7 @@ def frame_to_dict(frame: pd.DataFrame) -> dict[str, list]:
     return {str(c): frame[c].tolist() for c in frame.columns}
 
 
-def rng_state(model: GroundGAN) -> dict[str, Any]:
+def rng_state(model: TrainableModel) -> dict[str, Any]:
     """The training generator's state, plus torch's and numpy's global ones."""
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _numpy_state()}
     if model._rng is not None:
@@ -476,7 +469,7 @@ def rng_state(model: GroundGAN) -> dict[str, Any]:
     return state
 
 
-def restore_rng_state(model: GroundGAN, state: dict[str, Any]) -> None:
+def restore_rng_state(model: TrainableModel, state: dict[str, Any]) -> None:
     """Restore the training generator (when on the same kind of device) and the global states."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(  # noqa: NPY002 (the legacy global state is what we save)

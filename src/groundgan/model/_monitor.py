@@ -36,7 +36,7 @@ from . import _io, _sampling
 
 if TYPE_CHECKING:
     from ..train import WGANGPStage
-    from ._groundgan import GroundGAN
+    from ._protocols import TrainableModel
 
 #: At most this many validation cells are compared (a seeded random subset of larger sets).
 MAX_CELLS = 1000
@@ -71,7 +71,7 @@ class ValidationMonitor:
 
     def __init__(
         self,
-        model: GroundGAN,
+        model: TrainableModel,
         adata: AnnData,
         checkpoints: _io.Checkpointer | None,
         seed: int,
@@ -135,7 +135,7 @@ def _rank(euclidean: float, auroc: float) -> tuple[float, float]:
     return float(euclidean), abs(float(auroc) - 0.5)
 
 
-def validation_matrix(model: GroundGAN, adata: AnnData, seed: int) -> np.ndarray:
+def validation_matrix(model: TrainableModel, adata: AnnData, seed: int) -> np.ndarray:
     """The validation cells as a dense float64 matrix in the model's gene order (a copy).
 
     Larger sets are subsampled (seeded) to :data:`MAX_CELLS` cells.

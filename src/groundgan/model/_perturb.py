@@ -33,20 +33,22 @@ from anndata import AnnData
 from mudata import MuData
 
 from .._files import atomic_write_bytes
+from .._keys import CONTROL_MODALITY, PERTURBATIONS_KEY
+from .._seeds import check_seed, resolve_seed
 from .._validation import InvalidInputError, check_positive_int, format_names
 from .._version import __version__
 from ..nn import GenerationRecord
 from . import _sampling
 
 if TYPE_CHECKING:
-    from ._groundgan import GroundGAN
+    from ._protocols import GeneratorModel
 
 __all__ = ["Perturbation", "Perturbations", "ReplayState", "perturb", "replay_state"]
 
 #: A perturbation ``{TF: value}`` or a list of them.
 Perturbations = Mapping[str, float] | Sequence[Mapping[str, float]]
 
-CONTROL = "control"
+CONTROL = CONTROL_MODALITY
 MODES = ("set", "scale")
 STATE_KIND = "groundgan.ReplayState"
 STATE_FORMAT = 1
@@ -82,7 +84,7 @@ def check_mode(mode: str) -> str:
 
 
 def parse_perturbations(
-    model: GroundGAN, perturbations: Perturbations, mode: str
+    model: GeneratorModel, perturbations: Perturbations, mode: str
 ) -> list[Perturbation]:
     """Validate ``perturbations`` (a dict or a list of dicts) into :class:`Perturbation` s."""
     mode = check_mode(mode)
@@ -116,7 +118,7 @@ def parse_perturbations(
     return parsed
 
 
-def check_tf(model: GroundGAN, gene) -> str:
+def check_tf(model: GeneratorModel, gene) -> str:
     """``gene`` must be one of the model's TFs."""
     layout = model.layout
     if not isinstance(gene, str):
@@ -151,7 +153,7 @@ def check_value(gene: str, value, mode: str) -> float:
 
 
 # replay state ----------------------------------------------------------------------------
-def model_fingerprint(model: GroundGAN) -> str:
+def model_fingerprint(model: GeneratorModel) -> str:
     """SHA-256 of what determines generated cells: genes, GRN layout, block size, library size
     and the weights of the causal controller and the target generators."""
     h = hashlib.sha256()
@@ -223,7 +225,7 @@ class ReplayState:
             f"model={self.fingerprint[:12]})"
         )
 
-    def check(self, model: GroundGAN) -> None:
+    def check(self, model: GeneratorModel) -> None:
         """Refuse a state that ``model`` did not draw (genes, block size or weights differ).
 
         Parameters
@@ -385,7 +387,7 @@ def _record_to(record: GenerationRecord, device: torch.device) -> GenerationReco
     return GenerationRecord(*tensors, *stats)
 
 
-def check_trained(model: GroundGAN, allow_untrained: bool, what: str) -> None:
+def check_trained(model: GeneratorModel, allow_untrained: bool, what: str) -> None:
     """Refuse an untrained model (stage 2 has no steps) unless ``allow_untrained``."""
     if not isinstance(allow_untrained, (bool, np.bool_)):
         raise InvalidInputError(f"allow_untrained must be True or False, got {allow_untrained!r}")
@@ -396,16 +398,8 @@ def check_trained(model: GroundGAN, allow_untrained: bool, what: str) -> None:
         )
 
 
-def draw_seed(seed: int | None) -> int:
-    if seed is None:
-        return int(np.random.default_rng().integers(2**31 - 1))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InvalidInputError(f"seed must be an integer or None, got {seed!r}")
-    return int(seed)
-
-
 def replay_state(
-    model: GroundGAN, n_cells: int, seed: int | None, allow_untrained: bool = False
+    model: GeneratorModel, n_cells: int, seed: int | None, allow_untrained: bool = False
 ) -> ReplayState:
     """Draw the replay state of ``model.sample(n_cells, seed)`` (see :class:`ReplayState`).
 
@@ -413,7 +407,7 @@ def replay_state(
     """
     check_trained(model, allow_untrained, "replay_state()")
     n_cells = check_positive_int(n_cells, "n_cells")
-    seed = draw_seed(seed)
+    seed = resolve_seed(seed)
     records = []
     for z, noise, _ in _sampling.noise_blocks(model, n_cells, seed):
         _, record = model.module.generate_recorded(z, noise)
@@ -429,7 +423,7 @@ def replay_state(
 
 
 def resolve_state(
-    model: GroundGAN,
+    model: GeneratorModel,
     n_cells: int | None,
     seed: int | None,
     state: ReplayState | None,
@@ -447,7 +441,7 @@ def resolve_state(
             f"n_cells={n_cells!r} disagrees with the replay state, which holds {state.n_cells} "
             "cells: pass n_cells=None with state="
         )
-    if seed is not None and seed != state.seed:
+    if seed is not None and check_seed(seed) != state.seed:
         raise InvalidInputError(
             f"seed={seed!r} disagrees with the replay state, drawn with seed {state.seed}: "
             "pass seed=None with state="
@@ -458,7 +452,7 @@ def resolve_state(
 
 # replay ----------------------------------------------------------------------------------
 def perturbed_block(
-    model: GroundGAN,
+    model: GeneratorModel,
     record: GenerationRecord,
     control: torch.Tensor,
     perturbation: Perturbation,
@@ -492,7 +486,7 @@ def perturbed_block(
 
 
 def replay_cells(
-    model: GroundGAN, state: ReplayState, perturbations: Sequence[Perturbation]
+    model: GeneratorModel, state: ReplayState, perturbations: Sequence[Perturbation]
 ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Control cells, perturbed cells (one array per perturbation) and the all-zero flags."""
     module, device, n = model.module, model.device, state.n_cells
@@ -529,7 +523,7 @@ def direct_targets(grn: pd.DataFrame, tfs) -> set[str]:
 
 
 def modality(
-    model: GroundGAN,
+    model: GeneratorModel,
     name: str,
     X: np.ndarray,
     zero: np.ndarray,
@@ -547,7 +541,7 @@ def modality(
     var["perturbed_tf"] = var.index.isin(list(tfs))
     var["direct_target"] = var.index.isin(list(direct_targets(model.layout.grn, tfs)))
     if perturbation is not None:
-        uns["groundgan_perturbation"] = perturbation_table([perturbation])
+        uns[PERTURBATIONS_KEY] = perturbation_table([perturbation])
     return AnnData(X=X, obs=obs, var=var, uns=uns)
 
 
@@ -568,7 +562,7 @@ def adopt_pull_on_update() -> None:
 
 
 def to_mudata(
-    model: GroundGAN,
+    model: GeneratorModel,
     state: ReplayState,
     perturbations: Sequence[Perturbation],
     control: np.ndarray,
@@ -590,12 +584,12 @@ def to_mudata(
     info.update(n_cells=state.n_cells, mode=mode, model_fingerprint=state.fingerprint)
     mdata.uns["groundgan"] = info
     mdata.uns["groundgan_grn"] = model.grn
-    mdata.uns["groundgan_perturbations"] = perturbation_table(perturbations)
+    mdata.uns[PERTURBATIONS_KEY] = perturbation_table(perturbations)
     return mdata
 
 
 def perturb(
-    model: GroundGAN,
+    model: GeneratorModel,
     perturbations: Perturbations,
     n_cells: int | None,
     seed: int | None,

@@ -27,11 +27,12 @@ from anndata import AnnData
 from torch import Tensor
 
 from .._files import fsync_path
+from .._seeds import check_seed
 from .._validation import InvalidInputError, check_positive_int
 from .._version import __version__
 
 if TYPE_CHECKING:
-    from ._groundgan import GroundGAN
+    from ._protocols import GeneratorModel
 
 #: Default cells per streamed chunk, in blocks of ``sample_block_size``.
 DEFAULT_CHUNK_BLOCKS = 8
@@ -41,16 +42,9 @@ METADATA_CACHE_BYTES = 2**22
 EMPTY_ELEMENTS = ("obsm", "varm", "layers", "obsp", "varp")
 
 
-def check_seed(seed) -> int:
-    """Refuse anything but a non-negative integer seed."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
-    if seed >= 2**64:
-        raise InvalidInputError(f"seed must be below 2**64, got {seed!r}")
-    return int(seed)
-
-
-def noise_blocks(model: GroundGAN, n_cells: int, seed: int) -> Iterator[tuple[Tensor, Tensor, int]]:
+def noise_blocks(
+    model: GeneratorModel, n_cells: int, seed: int
+) -> Iterator[tuple[Tensor, Tensor, int]]:
     """Yield ``(controller_noise, target_noise, n_kept)`` per block of ``sample_block_size``.
 
     Block ``i`` depends only on the seed and ``i``: all noise comes from one generator that is
@@ -69,7 +63,7 @@ def noise_blocks(model: GroundGAN, n_cells: int, seed: int) -> Iterator[tuple[Te
 
 
 def generate_blocks(
-    model: GroundGAN, n_cells: int, seed: int, stage1_only: bool = False
+    model: GeneratorModel, n_cells: int, seed: int, stage1_only: bool = False
 ) -> Iterator[np.ndarray]:
     """Yield ``ceil(n_cells / block)`` blocks of cells (the last one trimmed), in order."""
     module = model.module
@@ -90,7 +84,7 @@ def simulated_obs(start: int, stop: int) -> pd.DataFrame:
     )
 
 
-def simulated_var_uns(model: GroundGAN, seed: int) -> tuple[pd.DataFrame, dict]:
+def simulated_var_uns(model: GeneratorModel, seed: int) -> tuple[pd.DataFrame, dict]:
     """``var`` (genes with their GRN role) and ``uns`` of a simulated AnnData."""
     role = np.full(len(model.layout.var_names), "target", dtype=object)
     role[model.layout.tf_index] = "tf"
@@ -111,7 +105,7 @@ def simulated_var_uns(model: GroundGAN, seed: int) -> tuple[pd.DataFrame, dict]:
 
 
 def simulated_obs_var(
-    model: GroundGAN, n_cells: int, seed: int
+    model: GeneratorModel, n_cells: int, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """``obs``, ``var`` and ``uns`` of a simulated AnnData of ``n_cells`` cells."""
     var, uns = simulated_var_uns(model, seed)
@@ -119,7 +113,7 @@ def simulated_obs_var(
 
 
 def sample(
-    model: GroundGAN,
+    model: GeneratorModel,
     n_cells: int,
     seed: int,
     path: str | Path | None = None,
@@ -174,7 +168,9 @@ def check_new_file(path: str | Path) -> Path:
     return path
 
 
-def stream_to_h5ad(model: GroundGAN, n_cells: int, seed: int, path: Path, chunk_size: int) -> None:
+def stream_to_h5ad(
+    model: GeneratorModel, n_cells: int, seed: int, path: Path, chunk_size: int
+) -> None:
     """Write ``n_cells`` cells into a new ``.h5ad`` file at ``path``, a chunk at a time.
 
     The file is written under a temporary name, fsynced, and then hard-linked to ``path``
@@ -211,7 +207,7 @@ def bound_metadata_cache(f: h5py.File, max_bytes: int = METADATA_CACHE_BYTES) ->
 
 
 def create_layout(
-    f: h5py.File, model: GroundGAN, n_cells: int, seed: int
+    f: h5py.File, model: GeneratorModel, n_cells: int, seed: int
 ) -> tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset]:
     """Write everything but the per-cell data and return the empty ``X``, names and flags.
 

@@ -15,8 +15,11 @@ from .._validation import (
     format_names,
     matrix_of,
 )
+from ._base import resolve_library_size
 
-SETUP_KEY = "_groundgan_setup"
+SETUP_KEY = "groundgan_setup_GroundGAN"
+#: The key earlier versions wrote (still read).
+LEGACY_SETUP_KEY = "_groundgan_setup"
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,12 @@ class GRNLayout:
         return cls(var_names, tfs, targets, grn.reset_index(drop=True))
 
 
-def infer_library_size(X, library_size: float | None, what: str) -> float:
-    """The common per-cell total of ``X`` (checked against ``library_size`` when given)."""
-    totals = np.asarray(X.sum(axis=1)).ravel()
-    if totals.size == 0:
+def infer_library_size(adata: AnnData, X, library_size: float | None, what: str) -> float:
+    """The library size by the rule every model shares (:func:`resolve_library_size`), checked
+    on every cell of ``X``."""
+    if np.asarray(X.sum(axis=1)).size == 0:
         raise InvalidInputError(f"{what} has no cells")
-    target = float(np.median(totals)) if library_size is None else float(library_size)
+    target = resolve_library_size(adata, X, library_size)
     check_library_normalized(X, target, what)
     return target
 
@@ -87,7 +90,7 @@ def validate_setup(
             f"{format_names(unused)}; restrict the cells to the GRN's genes with "
             "gg.grn.subset(adata, grn)"
         )
-    return layout, infer_library_size(X, library_size, what)
+    return layout, infer_library_size(adata, X, library_size, what)
 
 
 def record_setup(adata: AnnData, layout: GRNLayout, layer: str | None, library_size: float) -> None:
@@ -102,16 +105,18 @@ def record_setup(adata: AnnData, layout: GRNLayout, layer: str | None, library_s
     }
     if layer is not None:
         record["layer"] = layer
+    adata.uns.pop(LEGACY_SETUP_KEY, None)
     adata.uns[SETUP_KEY] = record
 
 
 def read_setup(adata: AnnData) -> tuple[GRNLayout, str | None, float]:
     """Read back what :func:`record_setup` wrote (error if ``setup_anndata`` was not run)."""
-    if SETUP_KEY not in adata.uns:
+    key = next((k for k in (SETUP_KEY, LEGACY_SETUP_KEY) if k in adata.uns), None)
+    if key is None:
         raise InvalidInputError(
             "adata was not set up: call gg.GroundGAN.setup_anndata(adata, grn=grn) first"
         )
-    rec = adata.uns[SETUP_KEY]
+    rec = adata.uns[key]
     grn = pd.DataFrame(
         {
             "tf": np.asarray(rec["grn_tf"]).astype(str),

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
+from .._keys import CONTROL_MODALITY, LEGACY_PERTURBATION_KEY, PERTURBATIONS_KEY
 from .._validation import InvalidInputError, format_names, to_dense
 
 __all__ = ["perturbation_effect"]
 
-CONTROL = "control"
+CONTROL = CONTROL_MODALITY
 EFFECT_COLUMNS = [
     "perturbation",
     "gene",
@@ -46,9 +47,10 @@ def perturbation_keys(mdata: MuData, key: str | None = None) -> list[str]:
 
 def perturbed_tfs(mdata: MuData, key: str) -> list[str]:
     """The TFs perturbed in modality ``key`` (from the perturbation table)."""
-    table = mdata.uns.get("groundgan_perturbations")
-    if table is None:
-        table = mdata.mod[key].uns.get("groundgan_perturbation")
+    table = mdata.uns.get(PERTURBATIONS_KEY)
+    for uns_key in (PERTURBATIONS_KEY, LEGACY_PERTURBATION_KEY):
+        if table is None:
+            table = mdata.mod[key].uns.get(uns_key)
     if table is None:
         raise InvalidInputError(
             "mdata.uns['groundgan_perturbations'] is missing: pass the output of GroundGAN.perturb"

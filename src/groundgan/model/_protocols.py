@@ -1,0 +1,56 @@
+"""What the model's helpers (sampling, perturbation, monitoring, files) need of a model.
+
+The helpers take any object with these attributes rather than the :class:`GroundGAN` class,
+so that they sit below it: ``_groundgan`` imports them, and none of them imports
+``_groundgan`` (not even for type checking).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+    from anndata import AnnData
+
+    from ..nn import GroundGANModule
+    from ..train import WGANGPStage
+    from ._setup import GRNLayout
+
+
+class GeneratorModel(Protocol):
+    """A model that generates cells block by block from its GRN-wired module."""
+
+    module: GroundGANModule
+    layout: GRNLayout
+    library_size: float
+    sample_block_size: int
+    steps_: dict[str, int]
+    init_params_: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def grn(self) -> pd.DataFrame: ...
+
+    @property
+    def is_trained_(self) -> bool: ...
+
+
+class TrainableModel(GeneratorModel, Protocol):
+    """A :class:`GeneratorModel` with the state of its training run (checkpoints, monitor)."""
+
+    adata: AnnData | None
+    _layer: str | None
+    train_record_: dict[str, Any]
+    history_: pd.DataFrame
+    validation_history_: pd.DataFrame
+    _stages: dict[str, WGANGPStage]
+    _pending_stage_states: dict[str, dict]
+    _rng: torch.Generator | None
+
+    def _history_so_far(self) -> pd.DataFrame: ...
+
+    def _state(self) -> dict[str, Any]: ...
