@@ -339,3 +339,33 @@ def test_bad_callbacks_are_refused(model, callbacks):
             callbacks=callbacks, max_steps_stage1=2, max_steps_stage2=2, batch_size_stage2=64
         )
     assert model.steps_ == {"stage1": 0, "stage2": 0}
+
+
+def test_a_call_after_an_interruption_goes_on_with_the_same_stage(
+    model, pbmc_grn_cells, tiny_model_kwargs, monkeypatch
+):
+    """The stage (optimisers, schedules) is reused when settings and cells are unchanged,
+    although each call builds a new training tensor; the result is that of one call."""
+    from groundgan.train import GroundGANStage
+
+    step, calls = GroundGANStage.step, []
+
+    def interrupted(stage):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return step(stage)
+
+    monkeypatch.setattr(GroundGANStage, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.train(**TRAIN)
+    monkeypatch.undo()
+    stage = model._stages["stage2"]
+    model.train(**TRAIN)
+    assert model._stages["stage2"] is stage
+    adata, grn = pbmc_grn_cells
+    gg.GroundGAN.setup_anndata(adata, grn=grn)
+    once = gg.GroundGAN(adata, **tiny_model_kwargs)
+    once.train(**TRAIN)
+    for key, value in weights(once).items():
+        torch.testing.assert_close(weights(model)[key], value, rtol=0, atol=0)
