@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -369,3 +371,72 @@ def test_a_call_after_an_interruption_goes_on_with_the_same_stage(
     once.train(**TRAIN)
     for key, value in weights(once).items():
         torch.testing.assert_close(weights(model)[key], value, rtol=0, atol=0)
+
+
+def test_stage_2_alone_needs_a_trained_controller(model):
+    before = weights(model)
+    with pytest.raises(gg.InvalidInputError, match=r"stages=\(2,\).*train stage 1 first"):
+        model.train(**TRAIN, stages=(2,))
+    assert model.steps_ == {"stage1": 0, "stage2": 0}
+    for key, value in weights(model).items():
+        assert torch.equal(value, before[key])
+
+
+def test_a_larger_stage_1_total_after_stage_2_warns(trained):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trained.train(**TRAIN)  # the same totals: nothing to say
+    with pytest.warns(UserWarning, match="max_steps_stage1=12 is ignored: stage 2 has started"):
+        trained.train(**{**TRAIN, "max_steps_stage1": 12})
+    assert trained.steps_["stage1"] == 6
+
+
+def test_fp32_strict_turns_tf32_off_and_equals_fp32_on_cpu(
+    pbmc_grn_cells, tiny_model_kwargs, monkeypatch
+):
+    from groundgan.model._groundgan import performance_options
+    from groundgan.train import _performance
+
+    assert performance_options("fp32", False).tf32
+    assert not performance_options("fp32-strict", False).tf32
+
+    def refuse():
+        raise AssertionError("TF32 was switched on")
+
+    monkeypatch.setattr(_performance, "enable_tf32", refuse)
+    with _performance.cuda_matmul_precision(torch.device("cuda"), tf32=False):
+        pass  # fp32-strict never enters the TF32 switch, even on CUDA
+    adata, grn = pbmc_grn_cells
+    gg.GroundGAN.setup_anndata(adata, grn=grn)
+    runs = {}
+    for precision in ("fp32", "fp32-strict"):
+        model = gg.GroundGAN(adata, **tiny_model_kwargs)
+        model.train(**TRAIN, precision=precision, device="cpu")
+        runs[precision] = weights(model)
+    for key, value in runs["fp32"].items():
+        assert torch.equal(value, runs["fp32-strict"][key])
+    with pytest.raises(gg.InvalidInputError, match="'fp32-strict'"):
+        gg.GroundGAN(adata, **tiny_model_kwargs).train(**TRAIN, precision="fp16")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.X.__setitem__((0, 0), a.X[0, 0] + 50.0), "do not sum to the library size"),
+        (lambda a: a.X.__setitem__((1, 1), np.nan), "NaN"),
+    ],
+    ids=["renormalised", "nan"],
+)
+def test_train_checks_cells_changed_after_setup(model, change, message):
+    X = model.adata.X
+    model.adata.X = X.toarray() if hasattr(X, "toarray") else np.array(X)
+    change(model.adata)
+    with pytest.raises(gg.InvalidInputError, match=f"{message}.*changed after setup_anndata"):
+        model.train(**TRAIN)
+    assert model.steps_ == {"stage1": 0, "stage2": 0}
+
+
+def test_train_checks_genes_changed_after_setup(model):
+    model.adata.var_names = [f"g{i}" for i in range(model.adata.n_vars)]
+    with pytest.raises(gg.InvalidInputError, match="genes differ from the model's"):
+        model.train(**TRAIN)

@@ -426,6 +426,7 @@ def _louvain_labels(connectivities, resolution: float, seed: int) -> np.ndarray:
 
 def cluster(
     adata: AnnData,
+    *,
     resolution: float = 0.15,
     key_added: str = "cluster",
     copy: bool = False,

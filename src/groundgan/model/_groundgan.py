@@ -16,8 +16,15 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from .._devices import resolve_device
+from .._files import check_same_genes
 from .._seeds import check_seed, resolve_seed
-from .._validation import InvalidInputError, check_positive_int, matrix_of, to_dense
+from .._validation import (
+    InvalidInputError,
+    check_library_normalized,
+    check_positive_int,
+    matrix_of,
+    to_dense,
+)
 from .._version import __version__
 from ..nn import GroundGANModule, paper_depth_width
 from ..train import (
@@ -377,10 +384,13 @@ class GroundGAN(Simulator):
         device
             ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
         precision
-            ``"fp32"`` (default), or ``"bf16"`` for bfloat16 autocast of the forward passes
-            (losses, gradients, weights and optimiser state stay float32). Meant for CUDA
-            devices and CPUs with bfloat16 matrix instructions (AVX512-BF16, AMX); elsewhere
-            it runs with a warning, usually slower than float32.
+            ``"fp32"`` (default): float32, with TF32 matrix multiplications on CUDA (10-bit
+            mantissa inputs, float32 accumulation; faster on Ampere and newer GPUs).
+            ``"fp32-strict"``: float32 without TF32 (full float32 matmuls on CUDA; the same as
+            ``"fp32"`` on a CPU). ``"bf16"``: bfloat16 autocast of the forward passes (losses,
+            gradients, weights and optimiser state stay float32), meant for CUDA devices and
+            CPUs with bfloat16 matrix instructions (AVX512-BF16, AMX); elsewhere it runs with a
+            warning, usually slower than float32.
         cuda_graphs
             Capture each whole training step in a CUDA graph after three eager warm-up steps and
             replay it (opt-in; CUDA only: elsewhere the capture-ready step runs eagerly, with a
@@ -476,7 +486,7 @@ class GroundGAN(Simulator):
         data = self._training_tensor()
         target_device = resolve_device(device)
         # refuses unknown values
-        performance = PerformanceOptions(precision=precision, cuda_graphs=cuda_graphs)
+        performance = performance_options(precision, cuda_graphs)
         self.module.to(target_device)
         data = data.to(target_device)
         shared = dict(
@@ -542,6 +552,7 @@ class GroundGAN(Simulator):
                 checkpoints.resume(self)
                 hooks.append((checkpoint_every, checkpoints.hook(self)))
             hooks.extend(user_hooks)
+            self._check_stage_order(run_names, max_steps_stage1, settings["stage1"].max_steps)
             # the controller is frozen once stage 2 has started
             to_run = [n for n in run_names if n == "stage2" or self.steps_["stage2"] == 0]
             bar = tqdm(
@@ -580,6 +591,27 @@ class GroundGAN(Simulator):
                 bar.close()
             if checkpoints is not None:
                 checkpoints.close()
+
+    def _check_stage_order(
+        self, run_names: tuple[str, ...], asked_stage1: int | None, total_stage1: int
+    ) -> None:
+        """Refuse stage 2 without a trained controller; warn when a stage-1 total is asked for
+        after stage 2 has started (the controller is frozen then)."""
+        if run_names == ("stage2",) and self.steps_["stage1"] == 0 and self.steps_["stage2"] == 0:
+            raise InvalidInputError(
+                "stages=(2,) on a model whose stage 1 has not trained: stage 2 generates the TFs "
+                "with the causal controller, which would be untrained; train stage 1 first "
+                "(stages=(1, 2) or (1,))"
+            )
+        frozen = self.steps_["stage2"] > 0 and "stage1" in run_names
+        if frozen and asked_stage1 is not None and total_stage1 > self.steps_["stage1"]:
+            warnings.warn(
+                f"max_steps_stage1={total_stage1:,} is ignored: stage 2 has started, and the "
+                f"causal controller stays frozen at its {self.steps_['stage1']:,} stage-1 steps "
+                "(train a new model to train stage 1 further)",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _fit_to_budget(self, name, settings, performance, data, clock, run_names):
         """Settings whose step total fits the time left for stage ``name``, and its deadline."""
@@ -703,7 +735,18 @@ class GroundGAN(Simulator):
             raise InvalidInputError(
                 "this model has no training data: pass adata to GroundGAN.load to train it"
             )
-        X = to_dense(matrix_of(self.adata, self._layer)).astype(np.float32, copy=False)
+        # the cells may have changed since setup_anndata: check them again, as the baselines do
+        check_same_genes(self.adata, list(self.layout.var_names))
+        matrix = matrix_of(self.adata, self._layer)
+        what = "training data" if self._layer is None else f"adata.layers[{self._layer!r}]"
+        try:
+            check_library_normalized(matrix, self.library_size, what)
+        except InvalidInputError as err:
+            raise InvalidInputError(
+                f"{err} (the cells changed after setup_anndata: fix them, or call "
+                "gg.GroundGAN.setup_anndata again and build a new model)"
+            ) from None
+        X = to_dense(matrix).astype(np.float32, copy=False)
         if X.shape[0] < MIN_CELLS:
             raise InvalidInputError(
                 f"too few cells to train: {X.shape[0]} (at least {MIN_CELLS} are needed)"
@@ -942,6 +985,20 @@ class GroundGAN(Simulator):
             "steps": dict(self.steps_),
             "training": self.train_record_,
         }
+
+
+#: ``precision`` values of :meth:`GroundGAN.train`.
+PRECISIONS = ("fp32", "fp32-strict", "bf16")
+
+
+def performance_options(precision: str, cuda_graphs: bool) -> PerformanceOptions:
+    """The training stages' speed paths for ``train(precision=..., cuda_graphs=...)``:
+    ``"fp32-strict"`` is float32 with TF32 off."""
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32-strict":
+        return PerformanceOptions(precision="fp32", tf32=False, cuda_graphs=cuda_graphs)
+    return PerformanceOptions(precision=precision, cuda_graphs=cuda_graphs)
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:

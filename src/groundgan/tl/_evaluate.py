@@ -128,8 +128,8 @@ def _row(
 def evaluate(
     real: Cells,
     sim: Cells | Mapping[str, Cells],
-    seed: int = 0,
     *,
+    seed: int = 0,
     control: bool = True,
     sigma: Literal["real", "pooled"] | float = "real",
     n_pcs: int | None = 50,

@@ -144,13 +144,13 @@ def _layout(work: AnnData, seed: int) -> str:
 
 def paga_trajectory(
     adata: AnnData,
+    *,
     groups: str | None = None,
     root: str | None = None,
     n_pcs: int = 20,
     resolution: float = 0.6,
     seed: int = 0,
     copy: bool = False,
-    *,
     n_neighbors: int = 15,
     n_neighbors_denoised: int = 10,
     layer: str | None = None,
