@@ -278,18 +278,23 @@ def test_unknown_precision_refused_before_checkpoints_exist(model, tmp_path):
     assert not (tmp_path / "ckpt").exists()
 
 
-def test_interrupted_training_keeps_steps_and_logged_losses(model, monkeypatch):
+def interrupt_stage2_step(monkeypatch, n: int) -> None:
+    """Make the ``n``-th stage-2 step of the next training raise KeyboardInterrupt."""
     from groundgan.train import GroundGANStage
 
     step, calls = GroundGANStage.step, []
 
     def interrupted(stage):
         calls.append(1)
-        if len(calls) == 4:
+        if len(calls) == n:
             raise KeyboardInterrupt
         return step(stage)
 
     monkeypatch.setattr(GroundGANStage, "step", interrupted)
+
+
+def test_interrupted_training_keeps_steps_and_logged_losses(model, monkeypatch):
+    interrupt_stage2_step(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         model.train(**{**TRAIN, "log_every": 1})
     assert model.steps_ == {"stage1": 6, "stage2": 3}
@@ -348,17 +353,7 @@ def test_a_call_after_an_interruption_goes_on_with_the_same_stage(
 ):
     """The stage (optimisers, schedules) is reused when settings and cells are unchanged,
     although each call builds a new training tensor; the result is that of one call."""
-    from groundgan.train import GroundGANStage
-
-    step, calls = GroundGANStage.step, []
-
-    def interrupted(stage):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return step(stage)
-
-    monkeypatch.setattr(GroundGANStage, "step", interrupted)
+    interrupt_stage2_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         model.train(**TRAIN)
     monkeypatch.undo()
