@@ -14,6 +14,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from . import baselines, datasets, grn, pl, pp, tl
     from ._errors import InvalidInputError
+    from ._settings import settings
     from .model import GroundGAN
     from .train import TrainingInterrupted
 
@@ -27,6 +28,7 @@ __all__ = [
     "pl",
     "pp",
     "tl",
+    "settings",
     "__version__",
 ]
 
@@ -36,6 +38,7 @@ _SUBMODULES = {"baselines", "datasets", "grn", "model", "nn", "pl", "pp", "tl", 
 _CLASSES = {
     "GroundGAN": ".model",
     "InvalidInputError": "._errors",
+    "settings": "._settings",
     "TrainingInterrupted": ".train",
 }
 

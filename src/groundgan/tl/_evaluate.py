@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from .._settings import settings
 from .._validation import InvalidInputError, check_positive_int, looks_log_transformed
 from ._metrics import (
     Cells,
@@ -25,6 +28,8 @@ from ._metrics import (
 )
 
 __all__ = ["evaluate"]
+
+logger = logging.getLogger(__name__)
 
 #: Columns of :func:`evaluate`'s table, in order.
 METRICS = ("cosine", "euclidean", "mmd", "rf_auroc", "milisi")
@@ -186,7 +191,10 @@ def evaluate(
     layer
         Use this layer of the AnnData inputs instead of ``X``.
     verbose
-        Print each metric and the seconds it took as it is computed.
+        Show each metric and the seconds it took as it is computed. These lines are logged at
+        INFO level to the ``"groundgan"`` logger (see :data:`groundgan.settings`), so
+        ``gg.settings.verbosity = "info"`` shows them too; ``verbose=True`` raises the
+        verbosity to ``"info"`` (if lower) for this call only. They go to stderr.
 
     Returns
     -------
@@ -237,14 +245,16 @@ def evaluate(
 
     shared_sigma = _mmd_sigma(Xr, Xr, sigma) if sigma == "real" else None
     rows, seconds, sigmas = {}, {}, {}
-    for name, (Xa, Xb) in pairs.items():
-        sigmas[name] = shared_sigma if shared_sigma is not None else _mmd_sigma(Xa, Xb, sigma)
-        rows[name], seconds[name] = _row(Xa, Xb, sigmas[name], params, seed)
-        if verbose:
-            cells = ", ".join(
-                f"{m} {rows[name][m]:.4g} ({seconds[name][m][0]:.1f} s)" for m in METRICS
-            )
-            print(f"{name}: {cells}", flush=True)
+    shown = settings.override(verbosity=max(settings.verbosity, 2)) if verbose else nullcontext()
+    with shown:
+        for name, (Xa, Xb) in pairs.items():
+            sigmas[name] = shared_sigma if shared_sigma is not None else _mmd_sigma(Xa, Xb, sigma)
+            rows[name], seconds[name] = _row(Xa, Xb, sigmas[name], params, seed)
+            if logger.isEnabledFor(logging.INFO):
+                cells = ", ".join(
+                    f"{m} {rows[name][m]:.4g} ({seconds[name][m][0]:.1f} s)" for m in METRICS
+                )
+                logger.info("%s: %s", name, cells)
 
     table = pd.DataFrame.from_dict(rows, orient="index", columns=list(METRICS))
     table.index.name = "set"
