@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,80 @@ def test_layers_import_only_downward():
         if dep.startswith(forbidden)
     ]
     assert not wrong, wrong
+
+
+# ----------------------------------------------------------------------------- signatures
+#: Public pp/tl/pl functions -> how many leading parameters are their data (AnnData, cells,
+#: tables), passed by position; every parameter after them is keyword-only.
+DATA_PARAMETERS = {
+    "pp.preprocess": 1,
+    "pp.train_test_split": 1,
+    "pp.cluster": 1,
+    "tl.evaluate": 2,
+    "tl.milisi": 2,
+    "tl.rf_auroc": 2,
+    "tl.lisi": 2,
+    "tl.grn_benchmark": 2,
+    "tl.paga_trajectory": 1,
+    "tl.trajectory_agreement": 2,
+    "tl.perturbation_effect": 1,
+    "pl.embedding": 2,
+    "pl.evaluation": 1,
+    "pl.paga_compare": 2,
+    "pl.perturbation": 1,
+    "pl.pr_curve": 1,
+}
+#: Public functions that still take an option by position (the option named).
+POSITIONAL_OPTIONS = {
+    "tl.centroid_distance": "metric",
+    "tl.mmd": "sigma",
+    "tl.joint_embedding": "basis",
+}
+
+
+def _public_function(name: str):
+    module, function = name.split(".")
+    return getattr(getattr(gg, module), function)
+
+
+@pytest.mark.parametrize("name, n_data", sorted(DATA_PARAMETERS.items()))
+def test_options_after_the_data_are_keyword_only(name, n_data):
+    parameters = list(inspect.signature(_public_function(name)).parameters.values())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    data, options = parameters[:n_data], parameters[n_data:]
+    assert len(data) == n_data and all(p.kind in positional for p in data), data
+    assert all(p.default is inspect.Parameter.empty for p in data), data
+    assert options, f"{name} takes no options"
+    wrong = [
+        p.name
+        for p in options
+        if p.kind not in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD)
+    ]
+    assert not wrong, f"{name}: not keyword-only: {wrong}"
+
+
+def _public_names(module) -> set[str]:
+    """The module's ``__all__``, or the ``__all__`` of the private submodules it re-exports."""
+    if hasattr(module, "__all__"):
+        return set(module.__all__)
+    prefix = module.__name__ + "._"
+    return {
+        name
+        for value in vars(module).values()
+        if inspect.ismodule(value) and value.__name__.startswith(prefix)
+        for name in getattr(value, "__all__", [])
+    }
+
+
+def test_every_public_pp_tl_pl_function_is_in_the_table():
+    found = {
+        f"{module.__name__.rsplit('.', 1)[-1]}.{name}"
+        for module in (gg.pp, gg.tl, gg.pl)
+        for name in _public_names(module)
+        if inspect.isfunction(getattr(module, name))
+    }
+    tabled = set(DATA_PARAMETERS) | set(POSITIONAL_OPTIONS)
+    assert len(found) > 10 and found == tabled, sorted(found ^ tabled)
+    for name, option in POSITIONAL_OPTIONS.items():
+        parameter = inspect.signature(_public_function(name)).parameters[option]
+        assert parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, name

@@ -175,6 +175,7 @@ def _preprocess_plan(adata, n_top_genes, library_size, min_genes, min_cells):
 
 def preprocess(
     adata: AnnData,
+    *,
     n_top_genes: int = 1000,
     library_size: float = 20_000,
     min_genes: int = 10,
@@ -271,7 +272,7 @@ def preprocess(
 
 
 def train_test_split(
-    adata: AnnData, n_test: int = 1000, n_validation: int = 0, seed: int = 0
+    adata: AnnData, *, n_test: int = 1000, n_validation: int = 0, seed: int = 0
 ) -> tuple[AnnData, AnnData] | tuple[AnnData, AnnData, AnnData]:
     """Split cells at random into training, (validation,) and held-out test sets.
 

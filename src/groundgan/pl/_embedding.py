@@ -45,9 +45,9 @@ def _finish(fig, axes, show: bool | None, save: str | Path | None, own_figure: b
 def embedding(
     real: Cells,
     sim: Cells | Mapping[str, Cells],
+    *,
     basis: Literal["tsne", "umap", "pca"] = "tsne",
     seed: int = 0,
-    *,
     n_pcs: int | None = 50,
     tsne_perplexity: float = 30,
     layer: str | None = None,
@@ -167,8 +167,8 @@ def _check_table(table: pd.DataFrame, metrics: Sequence[str] | None) -> list[str
 
 def evaluation(
     table: pd.DataFrame,
-    metrics: Sequence[str] | None = None,
     *,
+    metrics: Sequence[str] | None = None,
     control: str = CONTROL,
     ncols: int | None = None,
     ax: Axes | Sequence[Axes] | None = None,

@@ -25,6 +25,7 @@ def _finish(ax: Axes, show: bool | None, save: str | Path | bool | None) -> None
 
 def pr_curve(
     result_or_dict: GRNBenchmarkResult | Mapping[str, GRNBenchmarkResult],
+    *,
     ax: Axes | None = None,
     show: bool | None = None,
     save: str | Path | bool | None = None,

@@ -153,10 +153,10 @@ def heatmap(ax: Axes, effect: pd.DataFrame, keys: list[str], genes: list[str]) -
 
 def perturbation(
     mdata,
+    *,
     genes: Sequence[str] | None = None,
     kind: Literal["violin", "heatmap"] = "violin",
     key: str | None = None,
-    *,
     n_targets: int = 6,
     n_non_targets: int = 2,
     log: bool = True,
@@ -211,7 +211,7 @@ def perturbation(
     keys = perturbation_keys(mdata, key)
     if kind == "violin":
         keys = keys[:1]
-    effect = pd.concat([perturbation_effect(mdata, k) for k in keys], ignore_index=True)
+    effect = pd.concat([perturbation_effect(mdata, key=k) for k in keys], ignore_index=True)
     if genes is None:
         genes = default_genes(effect, n_targets, n_non_targets)
         if not genes:

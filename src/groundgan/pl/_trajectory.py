@@ -146,6 +146,7 @@ def _draw_embedding(
 def paga_compare(
     real: AnnData,
     sim: AnnData,
+    *,
     color: str = "dpt_pseudotime",
     kind: Literal["paga", "embedding"] = "paga",
     basis: str | None = None,

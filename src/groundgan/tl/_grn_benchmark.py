@@ -228,6 +228,7 @@ def _per_target(pairs: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
 def grn_benchmark(
     sim: AnnData,
     grn: pd.DataFrame,
+    *,
     method: str | Callable[..., pd.DataFrame] | pd.DataFrame = "grnboost2",
     seed: int = 0,
     layer: str | None = None,

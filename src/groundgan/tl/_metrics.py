@@ -406,12 +406,12 @@ def _rf_auroc(
 def rf_auroc(
     real: Cells,
     sim: Cells,
+    *,
     n_pcs: int | None = 50,
     n_estimators: int = 1000,
     test_size: float = 0.3,
     seed: int = 0,
     n_jobs: int | None = -1,
-    *,
     layer: str | None = None,
 ) -> float:
     """AUROC of a random forest telling real from simulated cells on held-out cells.
@@ -519,6 +519,7 @@ def _calibrated_weights(
 def lisi(
     embedding: np.ndarray,
     labels,
+    *,
     perplexity: float = 30,
     n_neighbors: int = 90,
 ) -> np.ndarray:
@@ -723,11 +724,11 @@ def _milisi_per_cell(
 def milisi(
     real: Cells,
     sim: Cells,
+    *,
     perplexity: float = 30,
     n_neighbors: int = 90,
     seed: int = 0,
     return_per_cell: bool = False,
-    *,
     n_pcs: int | None = 50,
     tsne_perplexity: float = 30,
     n_jobs: int | None = -1,

@@ -111,7 +111,7 @@ def effect_of(mdata: MuData, key: str, grn: pd.DataFrame, pseudocount: float) ->
 
 
 def perturbation_effect(
-    mdata: MuData, key: str | None = None, pseudocount: float = 1.0
+    mdata: MuData, *, key: str | None = None, pseudocount: float = 1.0
 ) -> pd.DataFrame:
     """Per gene and perturbation: mean expression in control and perturbed cells, log2FC.
 

@@ -409,6 +409,7 @@ def _paga_matrix(adata: AnnData, names: list[str], which: str = "connectivities"
 def trajectory_agreement(
     real: AnnData,
     sim: AnnData,
+    *,
     groups: str = "louvain",
     n_pcs: int = 20,
     n_neighbors: int = 15,
