@@ -165,3 +165,45 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+# ----------------------------------------------------------------------------- GRN inference
+
+
+@pytest.fixture(scope="module")
+def client():
+    """One in-process dask cluster shared by a module's tests (starting one costs seconds)."""
+    import logging
+    import warnings
+
+    from distributed import Client, LocalCluster
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+    with cluster, Client(cluster) as dask_client:
+        yield dask_client
+
+
+@pytest.fixture(scope="module")
+def pbmc_train():
+    """300 preprocessed PBMC training cells, 200 genes (13 of them human TFs)."""
+    import groundgan as gg
+
+    adata = gg.datasets.pbmc68k_reduced()
+    gg.pp.preprocess(adata, n_top_genes=200)
+    train, _ = gg.pp.train_test_split(adata, n_test=400, seed=0)
+    return train
+
+
+@pytest.fixture(scope="module")
+def human_tfs(shared_data_dir):
+    import groundgan as gg
+
+    return gg.datasets.tf_list("human")

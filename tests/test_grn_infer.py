@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import numpy as np
@@ -14,38 +13,6 @@ import groundgan as gg
 from anndata_checks import assert_anndata_equal
 
 K = 3
-
-
-@pytest.fixture(scope="module")
-def client():
-    """One in-process dask cluster shared by the module's tests (starting one costs seconds)."""
-    from distributed import Client, LocalCluster
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        cluster = LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=False,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
-    with cluster, Client(cluster) as dask_client:
-        yield dask_client
-
-
-@pytest.fixture(scope="module")
-def pbmc_train():
-    """300 preprocessed PBMC training cells, 200 genes (13 of them human TFs)."""
-    adata = gg.datasets.pbmc68k_reduced()
-    gg.pp.preprocess(adata, n_top_genes=200)
-    train, _ = gg.pp.train_test_split(adata, n_test=400, seed=0)
-    return train
-
-
-@pytest.fixture(scope="module")
-def human_tfs(shared_data_dir):
-    return gg.datasets.tf_list("human")
 
 
 @pytest.fixture(scope="module")
@@ -123,63 +90,6 @@ def test_importance_table_without_client_and_with_genie3(pbmc_train, human_tfs, 
     assert genie3["importance"].sum() == pytest.approx(1.0)  # random-forest importances
 
 
-def test_own_cluster_prints_no_heartbeat_traceback_under_load(monkeypatch, capfd):
-    """A loaded machine starves the event loop of groundgan's in-process cluster: a worker's
-    heartbeat then times out and distributed logs it with a long traceback. The own cluster
-    waits longer (LOCAL_CLUSTER_CONFIG) and drops that one record; here the connect timeout is
-    made short, so that a starved loop fails heartbeats for sure."""
-    import time
-
-    import dask
-    import distributed  # noqa: F401  (loads distributed's settings into dask's)
-
-    from groundgan.grn import _infer
-
-    monkeypatch.setitem(_infer.LOCAL_CLUSTER_CONFIG, "distributed.comm.timeouts.connect", "0.2s")
-    dropped = []
-    keep = _infer._DropHeartbeatFailures.filter
-
-    def counting(self, record):
-        if not keep(self, record):
-            dropped.append(record)
-            return False
-        return True
-
-    monkeypatch.setattr(_infer._DropHeartbeatFailures, "filter", counting)
-    worker_log = logging.getLogger("distributed.worker")
-    connect_timeout = dask.config.get("distributed.comm.timeouts.connect")
-    with _infer._dask_client(None) as own:
-        until = time.monotonic() + 3
-
-        def starve():  # every event-loop iteration takes 0.3 s
-            time.sleep(0.3)
-            if time.monotonic() < until:
-                own.loop.add_callback(starve)
-
-        own.loop.add_callback(starve)
-        time.sleep(4)
-        assert own.submit(sum, [1, 2]).result() == 3  # the cluster still works
-    err = capfd.readouterr().err
-    assert "heartbeat" not in err and "Traceback" not in err, err
-    assert dropped, "the starved loop failed no heartbeat: the test proves nothing"
-    assert all(r.name == "distributed.worker" for r in dropped)
-    # nothing is left behind: the filter is removed and dask's settings are restored
-    assert not [f for f in worker_log.filters if isinstance(f, _infer._DropHeartbeatFailures)]
-    assert dask.config.get("distributed.comm.timeouts.connect") == connect_timeout
-
-
-def test_heartbeat_filter_drops_only_failed_heartbeats():
-    from groundgan.grn import _infer
-
-    def record(msg):
-        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, msg, (), None)
-
-    quiet = _infer._DropHeartbeatFailures()
-    assert not quiet.filter(record("Failed to communicate with scheduler during heartbeat."))
-    assert quiet.filter(record("Unexpected exception during heartbeat. Closing worker."))
-    assert quiet.filter(record("Compute Failed"))
-
-
 def test_importance_table_sparse_dense_and_layer(pbmc_train, human_tfs, client):
     targets = list(pbmc_train.var_names[:3])
     dense = pbmc_train.copy()
@@ -241,6 +151,32 @@ def test_importance_table_errors_leave_input_untouched(pbmc_train, human_tfs, cl
     with pytest.raises(ValueError, match="must return a DataFrame"):
         gg.grn.importance_table(adata, human_tfs, method=lambda *a: pd.DataFrame({"x": [1]}))
     assert_anndata_equal(adata, before)
+
+
+def test_silent_genes_and_duplicate_names_are_refused(pbmc_train, human_tfs, client):
+    run = dict(client=client, progress=False)
+    silent = pbmc_train.copy()
+    silent.X = silent.X.toarray()
+    tf = next(g for g in silent.var_names if g in set(human_tfs))
+    gene = next(g for g in silent.var_names if g not in set(human_tfs))
+    silent.X[:, [silent.var_names.get_loc(tf), silent.var_names.get_loc(gene)]] = 0
+    before = silent.copy()
+    with pytest.raises(
+        ValueError, match=f"2 TFs or targets are zero in every cell.*{tf}.*filter_genes"
+    ):
+        gg.grn.importance_table(silent, human_tfs, **run)
+    # left out of the targets and TFs, the other genes are scored
+    others = [g for g in silent.var_names if g not in (tf, gene)]
+    table = gg.grn.importance_table(
+        silent, [t for t in human_tfs if t != tf], targets=others[:2], **run
+    )
+    assert set(table["target"]) <= set(others[:2]) and len(table)
+    assert_anndata_equal(silent, before)
+
+    twice = pbmc_train.copy()
+    twice.var_names = [twice.var_names[1], *twice.var_names[1:]]
+    with pytest.raises(ValueError, match="duplicate gene names.*var_names_make_unique"):
+        gg.grn.importance_table(twice, human_tfs, **run)
 
 
 # ----------------------------------------------------------------------------- infer

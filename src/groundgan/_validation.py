@@ -33,6 +33,11 @@ def matrix_of(adata: AnnData, layer: str | None = None):
     return adata.layers[layer]
 
 
+def expressed_genes(X) -> np.ndarray:
+    """Boolean mask of the genes (columns) that are non-zero in at least one cell."""
+    return np.asarray(abs(X).sum(axis=0)).ravel() > 0
+
+
 def _values(X) -> np.ndarray:
     return X.data if sp.issparse(X) else np.asarray(X)
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._keys import CONTROL_MODALITY
 from .._locks import DirectoryLockedError, lock_directory
+from .._validation import expressed_genes
 from .._version import __version__
 from ._config import STEPS, UPSTREAM, Config, load_config, step_hash
 
@@ -399,6 +400,12 @@ class Pipeline:
                 tfs = read_tf_list(Path(settings["tfs"]))
             else:
                 tfs = datasets.tf_list(settings["species"])
+            expressed = expressed_genes(train.X)
+            if not expressed.all():
+                self._say(
+                    "grn", f"{(~expressed).sum()} genes are zero in every training cell: left out"
+                )
+                train = train[:, expressed]
             table = grn.infer(
                 train,
                 tfs=tfs,

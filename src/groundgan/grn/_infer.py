@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from anndata import AnnData
 
+from .._seeds import check_seed
 from .._validation import (
     InvalidInputError,
     check_positive_int,
     check_unique,
+    expressed_genes,
     format_names,
     matrix_of,
     to_dense,
 )
-from ._arboreto import REGRESSORS, infer_target, regressor_settings
+from ._arboreto import REGRESSORS, infer_targets, regressor_settings, shipped_matrix
+from ._dask import dask_client, gather_in_completion_order, n_threads
 
 __all__ = ["STRATEGIES", "from_importances", "importance_table", "infer"]
 
@@ -28,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 #: Edge-selection strategies of :func:`infer`: which importance ranks of each target are kept.
 STRATEGIES = ("top", "positive_control", "negative_control")
+
+#: Tasks per worker thread that GRNBoost2/GENIE3 targets are split into: enough for the
+#: threads to finish together (a task is at most 1/16 of a thread's share), few enough that
+#: the scheduler's per-task cost (milliseconds) stays far below the regressions' (seconds).
+TASKS_PER_THREAD = 16
 
 _COLUMNS = ["tf", "target", "importance"]
 
@@ -37,12 +44,31 @@ MethodFunction = Callable[..., pd.DataFrame]
 # ----------------------------------------------------------------------------- inputs
 
 
-def _expression(adata: AnnData, layer: str | None) -> np.ndarray:
-    X = np.asarray(to_dense(matrix_of(adata, layer)), dtype=np.float64)
-    if not np.isfinite(X).all():
+def _checked_matrix(adata: AnnData, layer: str | None):
+    """The expression matrix as stored (sparse or dense), refused if not finite."""
+    X = matrix_of(adata, layer)
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    if not np.isfinite(values).all():
         where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         raise InvalidInputError(f"{where} contains NaN or infinite values")
     return X
+
+
+def _dense_float64(X) -> np.ndarray:
+    return np.asarray(to_dense(X), dtype=np.float64)
+
+
+def _check_expressed(X, genes: list[str], used: Sequence[str], layer: str | None) -> None:
+    """Refuse TFs or targets that are zero in every cell: nothing can be learnt about them."""
+    expressed = dict(zip(genes, expressed_genes(X), strict=True))
+    silent = [g for g in dict.fromkeys(used) if not expressed[g]]
+    if silent:
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        raise InvalidInputError(
+            f"{len(silent)} TFs or targets are zero in every cell of {where}: "
+            f"{format_names(silent)}. Drop them first, e.g. "
+            "sc.pp.filter_genes(adata, min_cells=1), or leave them out of tfs/targets"
+        )
 
 
 def _present_tfs(tfs: Sequence[str], genes: Sequence[str]) -> list[str]:
@@ -78,10 +104,15 @@ def _chosen_targets(targets: Sequence[str] | None, genes: Sequence[str]) -> list
     return targets
 
 
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
+def _gene_names(adata: AnnData) -> list[str]:
+    genes = [str(g) for g in adata.var_names]
+    try:
+        check_unique(genes, "gene names (var_names)")
+    except InvalidInputError as err:
+        raise InvalidInputError(
+            f"{err}: make them unique first, e.g. adata.var_names_make_unique()"
+        ) from None
+    return genes
 
 
 def _method_function(method: str) -> MethodFunction:
@@ -97,106 +128,55 @@ def _method_function(method: str) -> MethodFunction:
 
 # ----------------------------------------------------------------------------- dask
 
-#: dask settings while groundgan's own in-process cluster runs. Its scheduler and workers are
-#: threads of this process, talking in memory: a slow answer means a starved event loop (a
-#: loaded machine), never a lost peer, so connections wait instead of timing out (the default
-#: 30 s failed worker heartbeats under load), and no worker is removed for late heartbeats.
-LOCAL_CLUSTER_CONFIG = {
-    "distributed.comm.timeouts.connect": "600s",
-    "distributed.scheduler.worker-ttl": None,
-}
-#: The one log record of a failed worker heartbeat (logged with its traceback, then retried).
-HEARTBEAT_FAILURE = "Failed to communicate with scheduler during heartbeat"
 
-
-class _DropHeartbeatFailures(logging.Filter):
-    """Drops the worker's failed-heartbeat record: harmless (the next heartbeat retries), and
-    printed with a long traceback. Attached to ``distributed.worker`` only while groundgan's own
-    cluster runs; every other record passes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(HEARTBEAT_FAILURE)
-
-
-def _n_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def _dask_client(client) -> Iterator:
-    """The user's client, or a local cluster (one single-threaded worker per CPU) for the call."""
-    if client is not None:
-        yield client
-        return
-    import dask
-    from distributed import Client, LocalCluster
-
-    worker_log = logging.getLogger("distributed.worker")
-    quiet = _DropHeartbeatFailures()
-    worker_log.addFilter(quiet)
-    try:
-        # until the cluster has closed: a heartbeat can still be in flight while it shuts down
-        with dask.config.set(LOCAL_CLUSTER_CONFIG):
-            with warnings.catch_warnings():
-                # without a dashboard the scheduler still serves health checks, on port 8787
-                warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
-                # offline, distributed cannot find the host's outward address; it is local
-                warnings.filterwarnings("ignore", "Couldn't detect a suitable IP", RuntimeWarning)
-                cluster = LocalCluster(
-                    n_workers=_n_cpus(),
-                    threads_per_worker=1,
-                    processes=False,
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
-            # the client closes first, then the cluster (scheduler and workers)
-            with cluster, Client(cluster) as local_client:
-                yield local_client
-    finally:
-        worker_log.removeFilter(quiet)
+def target_batches(n_targets: int, threads: int) -> list[range]:
+    """Consecutive index ranges of the targets, one per task (:data:`TASKS_PER_THREAD`)."""
+    n_tasks = max(min(n_targets, threads * TASKS_PER_THREAD), 1)
+    size = math.ceil(n_targets / n_tasks)
+    return [range(i, min(i + size, n_targets)) for i in range(0, n_targets, size)]
 
 
 def _run_arboreto(X, genes, tfs, targets, method, seed, client, progress) -> pd.DataFrame:
-    """One arboreto regression per target, as tasks of a dask.distributed client."""
-    from distributed import as_completed
+    """arboreto's per-target regressions, in batches, as tasks of a dask.distributed client."""
     from tqdm.auto import tqdm
 
     regressor_type, kwargs = regressor_settings(method)
     column = {g: i for i, g in enumerate(genes)}
     tf_columns = [column[t] for t in tfs]
-    with _dask_client(client) as dask_client:
+    chosen = [(column[t], t) for t in targets]
+    with dask_client(client) as dask_client_:
         # a key of its own (hash=False): with content-hashed keys, a second call with the same
         # matrix reuses the key while the scheduler is still releasing the first call's copy
         # ("lost dependencies")
-        [shared_X] = dask_client.scatter([X], broadcast=True, hash=False)
+        [shared] = dask_client_.scatter([shipped_matrix(X)], broadcast=True, hash=False)
         futures = {
-            dask_client.submit(
-                infer_target,
+            dask_client_.submit(
+                infer_targets,
                 regressor_type,
                 kwargs,
-                shared_X,
+                shared,
                 tf_columns,
                 tfs,
-                column[target],
-                target,
-                (seed + column[target]) % 2**32,
+                [chosen[i] for i in batch],
+                seed,
                 pure=False,  # own task keys: cancelling them cannot touch another caller's
-            ): target
-            for target in targets
+            ): batch
+            for batch in target_batches(len(chosen), n_threads(dask_client_))
         }
-        results = {}
+        results: dict[int, pd.DataFrame] = {}
+        bar = tqdm(total=len(chosen), desc=f"{method} ({len(tfs)} TFs)", disable=not progress)
+
+        def collect(batch: range, table: pd.DataFrame) -> None:
+            results[batch.start] = table
+            bar.update(len(batch))
+
         try:
-            bar = tqdm(total=len(futures), desc=f"{method} ({len(tfs)} TFs)", disable=not progress)
             with bar:
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update()
+                gather_in_completion_order(dask_client_, {**futures}, collect)
         finally:
-            dask_client.cancel([*futures, shared_X])
-    parts = [results[t] for t in targets if len(results[t])]
+            if dask_client_.status == "running":
+                dask_client_.cancel([shared])
+    parts = [results[start] for start in sorted(results) if len(results[start])]
     if not parts:
         return pd.DataFrame({c: [] for c in _COLUMNS})
     return pd.concat(parts, ignore_index=True)
@@ -230,6 +210,7 @@ def _clean_table(table, tfs: list[str], targets: list[str], name: str) -> pd.Dat
 def importance_table(
     adata: AnnData,
     tfs: Sequence[str],
+    *,
     method: str | MethodFunction = "grnboost2",
     targets: Sequence[str] | None = None,
     seed: int = 0,
@@ -239,10 +220,12 @@ def importance_table(
 ) -> pd.DataFrame:
     """Importance of each TF for each target gene (GRNBoost2, GENIE3 or another method).
 
-    GRNBoost2 and GENIE3 run arboreto's per-target regressions as tasks of a
-    :mod:`dask.distributed` client: the expression matrix is scattered once and each target
-    is one task, seeded with ``seed + (the target's column in adata)``, so the same seed
-    gives an identical table wherever and in whatever order the tasks run.
+    GRNBoost2 and GENIE3 are arboreto's per-target regressions with arboreto's settings and,
+    as in arboreto, one seed for every target: for the same seed and matrix the importances
+    are those of ``arboreto.core.infer_partial_network``, and identical wherever and in
+    whatever order the targets run. They run as tasks of a :mod:`dask.distributed` client:
+    the matrix is shipped to each worker once (``float32``, sparse where that is smaller) and
+    each task scores a batch of targets.
 
     Parameters
     ----------
@@ -261,10 +244,13 @@ def importance_table(
         Genes to score as targets; default all genes (TFs included: they can be targets of
         other TFs).
     seed
-        Non-negative integer seed.
+        Non-negative integer seed below ``2**32``.
     client
-        A :class:`distributed.Client` to run on (e.g. of a cluster). Default: a local
-        cluster with one single-threaded worker per available CPU, closed afterwards.
+        Where GRNBoost2 and GENIE3 run: a :class:`distributed.Client` (e.g. of an HPC
+        cluster; left open), the address of a running dask scheduler such as
+        ``"tcp://10.0.0.1:8786"`` (connected to for the call), or ``None``: a local cluster
+        with one single-threaded worker process per available CPU, closed afterwards
+        (in a script, call it under ``if __name__ == "__main__":``).
     layer
         Use ``adata.layers[layer]`` instead of ``X``.
     progress
@@ -277,6 +263,14 @@ def importance_table(
         ``tf != target``, sorted by decreasing importance (then ``tf``, ``target``). GRNBoost2
         and GENIE3 leave out pairs of zero importance (as arboreto does).
 
+    Raises
+    ------
+    ValueError
+        (:class:`~groundgan.InvalidInputError`) for duplicated gene names, no TF among the
+        genes, a TF or target that is zero in every cell, NaN values, an unreachable
+        scheduler address or a client that closes during the run; ``adata`` is never
+        changed.
+
     Examples
     --------
     >>> import groundgan as gg
@@ -287,22 +281,22 @@ def importance_table(
         tf target  importance
     0  ...
     """
-    seed = _check_seed(seed)
-    genes = [str(g) for g in adata.var_names]
-    check_unique(genes, "gene names (var_names)")
+    seed = check_seed(seed)
+    genes = _gene_names(adata)
     present = _present_tfs(tfs, genes)
     chosen = _chosen_targets(targets, genes)
-    X = _expression(adata, layer)
+    X = _checked_matrix(adata, layer)
+    _check_expressed(X, genes, [*present, *chosen], layer)
 
     if callable(method):
         name = getattr(method, "__name__", repr(method))
-        table = method(X, genes, present, chosen, seed)
+        table = method(_dense_float64(X), genes, present, chosen, seed)
     elif isinstance(method, str) and method.lower() in REGRESSORS:
         name = method.lower()
         table = _run_arboreto(X, genes, present, chosen, name, seed, client, progress)
     elif isinstance(method, str):
         name = method
-        table = _method_function(method)(X, genes, present, chosen, seed)
+        table = _method_function(method)(_dense_float64(X), genes, present, chosen, seed)
     else:
         raise InvalidInputError(f"method must be a name or a callable, got {method!r}")
     return _clean_table(table, present, chosen, name)
@@ -334,7 +328,7 @@ def _bipartite(edges: pd.DataFrame) -> pd.DataFrame:
         edges = edges[~into_regulator]
 
 
-def from_importances(table: pd.DataFrame, k: int = 15, strategy: str = "top") -> pd.DataFrame:
+def from_importances(table: pd.DataFrame, *, k: int = 15, strategy: str = "top") -> pd.DataFrame:
     """The GRN of an importance table: each target's top-k TFs, made bipartite.
 
     Parameters
@@ -384,6 +378,7 @@ def from_importances(table: pd.DataFrame, k: int = 15, strategy: str = "top") ->
 def infer(
     adata: AnnData,
     tfs: Sequence[str],
+    *,
     k: int = 15,
     method: str | MethodFunction = "grnboost2",
     strategy: str = "top",
@@ -415,8 +410,8 @@ def infer(
         Non-negative integer seed of the importance scores; the same seed gives an identical
         GRN.
     client
-        A :class:`distributed.Client` to run GRNBoost2 or GENIE3 on. Default: a local cluster
-        with one single-threaded worker per available CPU, closed afterwards.
+        Where GRNBoost2 or GENIE3 run: a :class:`distributed.Client`, a scheduler address
+        or ``None`` for a local cluster (see :func:`importance_table`).
     layer
         Use ``adata.layers[layer]`` instead of ``X``.
     progress

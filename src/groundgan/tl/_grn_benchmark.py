@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._validation import InvalidInputError, format_names, matrix_of, to_dense
+from .._validation import InvalidInputError, expressed_genes, format_names, matrix_of, to_dense
 
 __all__ = ["GRNBenchmarkResult", "grn_benchmark"]
 
@@ -130,8 +130,15 @@ def _infer(
     if isinstance(method, str):
         from ..grn import importance_table  # lazy: GRN inference pulls in arboreto/dask
 
+        # a gene that is zero in every simulated cell cannot be scored: its pairs keep 0
+        genes = map(str, sim.var_names)
+        expressed = dict(zip(genes, expressed_genes(matrix_of(sim, layer)), strict=True))
+        scored_tfs = [t for t in tfs if expressed[t]]
+        scored_targets = [t for t in targets if expressed[t]]
+        if not scored_tfs or not scored_targets:
+            return pd.DataFrame({"tf": [], "target": [], "importance": []})
         return importance_table(
-            sim, tfs, method=method, targets=targets, seed=seed, layer=layer, **kwargs
+            sim, scored_tfs, method=method, targets=scored_targets, seed=seed, layer=layer, **kwargs
         )
     if callable(method):
         X = to_dense(matrix_of(sim, layer)).astype(np.float64)
