@@ -25,17 +25,29 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch) -> Path:
-    """A first contact without network: every outgoing connection is refused, pooch's cache is
+    """A first contact without network: every connection off this machine is refused, pooch's cache is
     an empty folder and ``GROUNDGAN_DATA_DIR`` is unset. Returns the (empty) cache folder."""
     import socket
 
     import pooch
 
-    def refuse(self, address, *args, **kwargs):
-        raise OSError(f"network blocked in this test (connection to {address!r})")
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    def on_this_machine(address) -> bool:
+        # loopback stays open, as on an offline machine: dask's local workers use it
+        host = address[0] if isinstance(address, tuple) else address
+        return isinstance(host, str) and (host in ("localhost", "::1") or host.startswith("127."))
+
+    def refuse_or(through):
+        def guarded(self, address, *args, **kwargs):
+            if self.family == socket.AF_UNIX or on_this_machine(address):
+                return through(self, address, *args, **kwargs)
+            raise OSError(f"network blocked in this test (connection to {address!r})")
+
+        return guarded
+
+    monkeypatch.setattr(socket.socket, "connect", refuse_or(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse_or(connect_ex))
     monkeypatch.delenv("GROUNDGAN_DATA_DIR", raising=False)
     cache = tmp_path / "empty_cache"
     cache.mkdir()
