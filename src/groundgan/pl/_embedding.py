@@ -110,7 +110,7 @@ def embedding(
     >>> gg.pl.embedding(test, sim, basis="tsne")  # doctest: +SKIP
     """
     coords, origin = joint_embedding(
-        real, sim, basis, n_pcs=n_pcs, tsne_perplexity=tsne_perplexity, seed=seed, layer=layer
+        real, sim, basis=basis, n_pcs=n_pcs, tsne_perplexity=tsne_perplexity, seed=seed, layer=layer
     )
     own_figure = ax is None
     if own_figure:

@@ -186,8 +186,8 @@ def _centroid_distance(Xa: np.ndarray, Xb: np.ndarray, metric: str) -> float:
 def centroid_distance(
     real: Cells,
     sim: Cells,
-    metric: Literal["cosine", "euclidean"] = "cosine",
     *,
+    metric: Literal["cosine", "euclidean"] = "cosine",
     layer: str | None = None,
 ) -> float:
     r"""Distance between the centroids (per-gene means) of real and simulated cells.
@@ -295,8 +295,8 @@ def _mmd(Xa: np.ndarray, Xb: np.ndarray, sigma: float) -> float:
 def mmd(
     real: Cells,
     sim: Cells,
-    sigma: Literal["real", "pooled"] | float = "real",
     *,
+    sigma: Literal["real", "pooled"] | float = "real",
     layer: str | None = None,
 ) -> float:
     r"""Maximum mean discrepancy between real and simulated cells (the paper's MMD, squared).
@@ -641,8 +641,8 @@ def _sim_sets(sim: Cells | Mapping[str, Cells]) -> dict[str, Cells]:
 def joint_embedding(
     real: Cells,
     sim: Cells | Mapping[str, Cells],
-    basis: Literal["tsne", "umap", "pca"] = "tsne",
     *,
+    basis: Literal["tsne", "umap", "pca"] = "tsne",
     n_pcs: int | None = 50,
     tsne_perplexity: float = 30,
     seed: int = 0,
