@@ -42,16 +42,20 @@ def _values(X) -> np.ndarray:
     return X.data if sp.issparse(X) else np.asarray(X)
 
 
-def check_finite_nonnegative(X, what: str = "expression matrix") -> None:
-    """Refuse NaN, infinite or negative values."""
+def check_finite(X, what: str = "expression matrix") -> None:
+    """Refuse NaN or infinite values (sparse matrices: their stored values)."""
     values = _values(X)
-    if values.size == 0:
-        return
     if np.isnan(values).any():
         raise InvalidInputError(f"{what} contains NaN values")
     if np.isinf(values).any():
         raise InvalidInputError(f"{what} contains infinite values")
-    if (values < 0).any():
+
+
+def check_finite_nonnegative(X, what: str = "expression matrix") -> None:
+    """Refuse NaN, infinite or negative values."""
+    check_finite(X, what)
+    values = _values(X)
+    if values.size and (values < 0).any():
         raise InvalidInputError(
             f"{what} contains negative values (min {values.min():.3g}): counts or "
             "library-size-normalised values are expected, not scaled or centred data"

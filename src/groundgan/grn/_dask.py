@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from typing import Any
 
@@ -161,13 +161,17 @@ def n_threads(client: Any) -> int:
 
 
 def gather_in_completion_order(
-    client: Any, futures: dict[Any, Any], on_result: Callable[[Any, Any], None]
+    client: Any,
+    futures: dict[Any, Any],
+    on_result: Callable[[Any, Any], None],
+    *,
+    release: Sequence[Any] = (),
 ) -> None:
     """Call ``on_result(label, result)`` for each future as it completes.
 
     A regression's own error propagates as raised on the worker; a client or scheduler that
-    closes during the run becomes a :class:`DaskClientError`. All futures are released in the
-    end, completed or not.
+    closes during the run becomes a :class:`DaskClientError`. All futures, and the futures in
+    ``release`` (e.g. scattered data), are released in the end, completed or not.
     """
     from distributed import as_completed
 
@@ -188,7 +192,7 @@ def gather_in_completion_order(
             done += 1
     finally:
         if client.status == "running":
-            client.cancel(list(futures))
+            client.cancel([*futures, *release])
 
 
 def _client_lost(client: Any, err: Exception) -> bool:

@@ -8,12 +8,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 
 from .._seeds import check_seed
 from .._validation import (
     InvalidInputError,
+    check_finite,
     check_positive_int,
     check_unique,
     expressed_genes,
@@ -47,10 +47,7 @@ MethodFunction = Callable[..., pd.DataFrame]
 def _checked_matrix(adata: AnnData, layer: str | None):
     """The expression matrix as stored (sparse or dense), refused if not finite."""
     X = matrix_of(adata, layer)
-    values = X.data if sp.issparse(X) else np.asarray(X)
-    if not np.isfinite(values).all():
-        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-        raise InvalidInputError(f"{where} contains NaN or infinite values")
+    check_finite(X, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
     return X
 
 
@@ -144,13 +141,13 @@ def _run_arboreto(X, genes, tfs, targets, method, seed, client, progress) -> pd.
     column = {g: i for i, g in enumerate(genes)}
     tf_columns = [column[t] for t in tfs]
     chosen = [(column[t], t) for t in targets]
-    with dask_client(client) as dask_client_:
+    with dask_client(client) as running:
         # a key of its own (hash=False): with content-hashed keys, a second call with the same
         # matrix reuses the key while the scheduler is still releasing the first call's copy
         # ("lost dependencies")
-        [shared] = dask_client_.scatter([shipped_matrix(X)], broadcast=True, hash=False)
+        [shared] = running.scatter([shipped_matrix(X)], broadcast=True, hash=False)
         futures = {
-            dask_client_.submit(
+            running.submit(
                 infer_targets,
                 regressor_type,
                 kwargs,
@@ -161,7 +158,7 @@ def _run_arboreto(X, genes, tfs, targets, method, seed, client, progress) -> pd.
                 seed,
                 pure=False,  # own task keys: cancelling them cannot touch another caller's
             ): batch
-            for batch in target_batches(len(chosen), n_threads(dask_client_))
+            for batch in target_batches(len(chosen), n_threads(running))
         }
         results: dict[int, pd.DataFrame] = {}
         bar = tqdm(total=len(chosen), desc=f"{method} ({len(tfs)} TFs)", disable=not progress)
@@ -170,12 +167,9 @@ def _run_arboreto(X, genes, tfs, targets, method, seed, client, progress) -> pd.
             results[batch.start] = table
             bar.update(len(batch))
 
-        try:
-            with bar:
-                gather_in_completion_order(dask_client_, {**futures}, collect)
-        finally:
-            if dask_client_.status == "running":
-                dask_client_.cancel([shared])
+        with bar:
+            # releases the tasks and the scattered matrix at the end, also on an error
+            gather_in_completion_order(running, futures, collect, release=[shared])
     parts = [results[start] for start in sorted(results) if len(results[start])]
     if not parts:
         return pd.DataFrame({c: [] for c in _COLUMNS})
