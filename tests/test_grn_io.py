@@ -48,8 +48,9 @@ def test_parquet_round_trip(tmp_path, grn):
 
 def test_write_validates_first_and_writes_nothing(tmp_path, grn):
     bad = grn.copy()
-    bad.loc[0, "target"] = "Gata1"  # Gata1 is also a TF
-    with pytest.raises(ValueError, match="not bipartite"):
+    loop = pd.DataFrame({"tf": [bad.loc[0, "target"]], "target": [bad.loc[0, "tf"]]})
+    bad = pd.concat([bad, loop], ignore_index=True)  # a cycle of two genes
+    with pytest.raises(ValueError, match="cycle"):
         gg.grn.write(bad, tmp_path / "grn.csv")
     assert list(tmp_path.iterdir()) == []
 
@@ -79,8 +80,8 @@ def test_write_overwrites_and_uses_normal_permissions(tmp_path, grn):
 
 def test_read_validates(tmp_path):
     path = tmp_path / "grn.csv"
-    path.write_text("tf,target,importance\nA,B,1\nB,C,2\n")
-    with pytest.raises(ValueError, match="not bipartite.*B"):
+    path.write_text("tf,target,importance\nA,B,1\nB,C,2\nC,A,1\n")
+    with pytest.raises(ValueError, match="cycle: A -> B -> C -> A"):
         gg.grn.read(path)
     path.write_text("TF,target\nA,B\n")
     with pytest.raises(ValueError, match="found \\['TF', 'target'\\]"):

@@ -68,12 +68,38 @@ def test_duplicate_edges():
     )
 
 
-def test_tf_that_is_a_target():
-    # Gata1 -> Spi1 makes Spi1 both a TF and a target (a TF->TF edge)
-    _check_refused(_grn(target=["Lyz2", "Cd74", "Spi1"]), "not bipartite.*Spi1")
-    # a cycle between two TFs
-    cycle = pd.DataFrame({"tf": ["Spi1", "Gata1"], "target": ["Gata1", "Spi1"]})
-    _check_refused(cycle, "not bipartite.*Gata1, Spi1")
+def test_tf_regulating_a_tf_is_a_cascade():
+    # Gata1 -> Spi1 makes Spi1 a regulated TF: a two-level cascade, accepted
+    table = gg.grn.validate(_grn(target=["Lyz2", "Cd74", "Spi1"]))
+    assert ("Gata1", "Spi1") in set(zip(table.tf, table.target, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("tf", "target", "cycle"),
+    [
+        (["Spi1", "Gata1"], ["Gata1", "Spi1"], "Gata1 -> Spi1 -> Gata1"),
+        (["A", "B", "C", "C"], ["B", "C", "A", "D"], "A -> B -> C -> A"),
+        (["A", "B", "C", "D", "E"], ["B", "C", "D", "E", "C"], "C -> D -> E -> C"),
+    ],
+)
+def test_a_cycle_is_named(tf, target, cycle):
+    _check_refused(pd.DataFrame({"tf": tf, "target": target}), f"cycle: {cycle}")
+
+
+def test_levels_of_a_cascade(caplog):
+    grn = pd.DataFrame({"tf": ["A", "A", "B", "C", "B"], "target": ["B", "C", "C", "x", "y"]})
+    levels = gg.grn.levels(grn)
+    assert levels.to_dict() == {"A": 0, "B": 1, "C": 2, "y": 2, "x": 3}
+    assert list(levels.index) == ["A", "B", "C", "y", "x"]
+    with caplog.at_level("INFO", logger="groundgan"):
+        gg.grn.validate(grn)
+    assert "4 levels (level 0: 1 genes, level 1: 1 genes, level 2: 2 genes" in caplog.text
+
+
+def test_levels_of_a_bipartite_grn():
+    levels = gg.grn.levels(_grn())
+    assert set(levels[levels == 0].index) == set(_grn().tf)
+    assert set(levels[levels == 1].index) == set(_grn().target)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

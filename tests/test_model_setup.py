@@ -80,9 +80,10 @@ def _grn_missing_gene(grn):
     )
 
 
-def _grn_tf_to_tf(grn):
+def _grn_tf_cycle(grn):
     tfs = sorted(set(grn.tf))
-    return pd.concat([grn, pd.DataFrame({"tf": [tfs[0]], "target": [tfs[1]], "importance": [1.0]})])
+    loop = pd.DataFrame({"tf": tfs[:2], "target": tfs[1::-1], "importance": [1.0, 1.0]})
+    return pd.concat([grn, loop])
 
 
 def _grn_self_loop(grn):
@@ -101,7 +102,7 @@ def _grn_drop_target(grn):
 
 BAD_GRN = {
     "missing gene": (_grn_missing_gene, "NOT_A_GENE"),
-    "tf -> tf": (_grn_tf_to_tf, "bipartite"),
+    "tf cycle": (_grn_tf_cycle, "cycle: .* -> .* -> "),
     "self-loop": (_grn_self_loop, "self-loop"),
     "duplicate edge": (_grn_duplicate, "duplicate"),
     "target without regulators": (_grn_drop_target, "neither TF nor target.*gg.grn.subset"),

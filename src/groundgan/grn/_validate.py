@@ -1,14 +1,19 @@
-"""Validation of a GRN table: a bipartite DAG TF -> target over the genes of the data."""
+"""Validation of a GRN table: a directed acyclic graph TF -> gene over the genes of the data."""
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from .._validation import InvalidInputError, format_names
+from ._dag import find_cycle, format_cycle, gene_levels
 
 __all__ = ["validate"]
+
+logger = logging.getLogger(__name__)
 
 
 def _check_columns(grn: pd.DataFrame) -> None:
@@ -40,11 +45,12 @@ def _check_structure(table: pd.DataFrame) -> None:
             f"{a}->{b}" for a, b in table.loc[duplicated, ["tf", "target"]].itertuples(index=False)
         ]
         raise InvalidInputError(f"GRN has duplicate edges: {format_names(sorted(set(pairs)))}")
-    both = sorted(set(table["tf"]) & set(table["target"]))
-    if both:
+    cycle = find_cycle(zip(table["tf"], table["target"], strict=True))
+    if cycle is not None:
         raise InvalidInputError(
-            "GRN is not bipartite: these genes are both TFs and targets (TF->TF edges or "
-            f"cycles; a regulator must not be a target): {format_names(both)}"
+            f"GRN has a cycle: {format_cycle(cycle)}; a GRN must be acyclic (remove one of "
+            "these edges, or infer the GRN with gg.grn.infer(..., tf_targets=True), which "
+            "breaks cycles)"
         )
 
 
@@ -75,8 +81,11 @@ def _check_genes(table: pd.DataFrame, adata: AnnData) -> None:
 def validate(grn: pd.DataFrame, adata: AnnData | None = None) -> pd.DataFrame:
     """Check that a GRN can be imposed on GRouNdGAN; return it in normal form.
 
-    The GRN must be a bipartite directed acyclic graph TF -> target (paper, Methods): TFs
-    are produced by the causal controller only, so no TF may be a target.
+    The GRN must be a directed acyclic graph over genes. In the paper it is bipartite, TF ->
+    target; groundgan also accepts TFs regulated by other TFs (cascades), as long as no cycle
+    forms. Root TFs (regulators without a regulator) come from the causal controller, every
+    regulated gene from its own generator; :func:`levels` gives the generation levels, which
+    are logged at INFO.
 
     Parameters
     ----------
@@ -96,8 +105,8 @@ def validate(grn: pd.DataFrame, adata: AnnData | None = None) -> pd.DataFrame:
     ------
     InvalidInputError
         (a :class:`ValueError`) naming the offending genes or edges for: missing columns, an
-        empty GRN, empty names, self-loops, duplicate edges, a gene that is both TF and target
-        (TF->TF edges, cycles), non-numeric or non-finite importances, genes missing from
+        empty GRN, empty names, self-loops, duplicate edges, a cycle (named, e.g.
+        ``A -> B -> C -> A``), non-numeric or non-finite importances, genes missing from
         ``adata``.
     TypeError
         ``grn`` is not a DataFrame.
@@ -109,10 +118,10 @@ def validate(grn: pd.DataFrame, adata: AnnData | None = None) -> pd.DataFrame:
     >>> gg.grn.validate(pd.DataFrame({"tf": ["A"], "target": ["B"]}))
       tf target
     0  A      B
-    >>> gg.grn.validate(pd.DataFrame({"tf": ["A", "B"], "target": ["B", "C"]}))
+    >>> gg.grn.validate(pd.DataFrame({"tf": ["A", "B"], "target": ["B", "A"]}))
     Traceback (most recent call last):
     ...
-    groundgan._validation.InvalidInputError: GRN is not bipartite: ...
+    groundgan._validation.InvalidInputError: GRN has a cycle: A -> B -> A; ...
     """
     if not isinstance(grn, pd.DataFrame):
         raise TypeError(f"grn must be a pandas DataFrame, got {type(grn).__name__}")
@@ -129,4 +138,16 @@ def validate(grn: pd.DataFrame, adata: AnnData | None = None) -> pd.DataFrame:
         _check_importance(table)
     if adata is not None:
         _check_genes(table, adata)
+    _log_levels(table)
     return table
+
+
+def _log_levels(table: pd.DataFrame) -> None:
+    level = gene_levels(zip(table["tf"], table["target"], strict=True))
+    counts = pd.Series(level).value_counts().sort_index()
+    logger.info(
+        "GRN: %d edges, %d levels (%s)",
+        len(table),
+        len(counts),
+        ", ".join(f"level {lv}: {n} genes" for lv, n in counts.items()),
+    )

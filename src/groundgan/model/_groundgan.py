@@ -173,7 +173,7 @@ class GroundGAN(Simulator):
             torch.manual_seed(p["seed"])
             self.module = GroundGANModule(
                 n_genes=len(layout.var_names),
-                tf_index=layout.tf_index,
+                tf_index=layout.root_index,
                 target_index=layout.target_index,
                 regulators=layout.regulators,
                 latent_dim=p["latent_dim"],
@@ -212,8 +212,11 @@ class GroundGAN(Simulator):
             e.g. the output of :func:`groundgan.grn.subset`. Every gene must be a TF or a
             target of ``grn``.
         grn
-            Table with columns ``tf``, ``target`` and optionally ``importance``: a bipartite
-            TF -> target graph (no TF is also a target, no self-loops, no duplicate edges).
+            Table with columns ``tf``, ``target`` and optionally ``importance``: a directed
+            acyclic graph (no cycles, no self-loops, no duplicate edges). The paper's GRNs are
+            bipartite, TF -> target; TFs may also regulate TFs (a cascade): root TFs come from
+            the causal controller, every regulated gene (TF or not) from its own generator,
+            level by level (see :func:`groundgan.grn.levels`).
         layer
             Layer holding the values instead of ``X``.
         library_size
@@ -224,7 +227,7 @@ class GroundGAN(Simulator):
         Raises
         ------
         ValueError
-            Naming the problem (missing genes, TF -> TF edges, self-loops, duplicate edges,
+            Naming the problem (missing genes, a cycle, self-loops, duplicate edges,
             genes outside the GRN, negative/NaN/infinite values, log-transformed or
             un-normalised data). On error ``adata`` is left exactly as it was.
         """
@@ -269,18 +272,27 @@ class GroundGAN(Simulator):
         }
         return {k: sum(p.numel() for p in v.parameters()) for k, v in parts.items()}
 
+    def _roles_line(self) -> str:
+        layout = self.layout
+        n_regulated_tfs = len(layout.tfs) - len(layout.roots)
+        leaves = len(layout.targets) - n_regulated_tfs
+        if not n_regulated_tfs:
+            return f"{len(layout.tfs)} TFs + {leaves} targets"
+        return f"{len(layout.roots)} root TFs + {n_regulated_tfs} regulated TFs + {leaves} targets"
+
     def _repr_lines(self) -> list[str]:
         m, tg = self.module, self.module.target_generators
         params = self.n_parameters()
         lines = [
             f"GroundGAN (groundgan {__version__})",
-            f"  genes: {m.n_genes} = {m.n_tfs} TFs + {m.n_targets} targets; "
+            f"  genes: {m.n_genes} = {self._roles_line()}; "
             f"GRN edges: {len(self.layout.grn):,}; library size {self.library_size:g}",
             f"  causal controller: {self.init_params_['latent_dim']} -> "
             f"{self.init_params_['controller_hidden']} -> {m.n_genes}",
             f"  target generators: depth {tg.depth}, width {tg.width:g} "
             f"(block-diagonal, {len(tg.groups)} in-degree group"
-            f"{'' if len(tg.groups) == 1 else 's'})",
+            f"{'' if len(tg.groups) == 1 else 's'}"
+            f"{'' if tg.n_levels == 1 else f', {tg.n_levels} levels'})",
             f"  critic: {self.init_params_['critic_hidden']}; labelers: "
             f"{self.init_params_['labeler_hidden']}",
             "  parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()),

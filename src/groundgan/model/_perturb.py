@@ -37,6 +37,7 @@ from .._keys import CONTROL_MODALITY, PERTURBATIONS_KEY
 from .._seeds import check_seed, resolve_seed
 from .._validation import InvalidInputError, check_positive_int, format_names
 from .._version import __version__
+from ..grn._dag import distances_from
 from ..nn import GenerationRecord
 from . import _sampling
 
@@ -455,27 +456,42 @@ def perturbed_block(
     model: GeneratorModel,
     record: GenerationRecord,
     control: torch.Tensor,
+    control_raw: torch.Tensor,
     perturbation: Perturbation,
 ) -> torch.Tensor:
-    """One block of perturbed cells (output units), everything but the TFs replayed.
+    """One block of perturbed cells (output units), everything but the perturbed TFs and
+    their descendants replayed.
 
-    ``set``: the TF's output value becomes the value (its pre-LSN input is the value divided by
-    the cell's LSN scale); ``scale``: the TF's value is multiplied. The TF columns of the output
-    are written exactly (no rounding through the LSN scale). Cells whose control pass was all
-    zero (LSN scale 0) have no output scale and are left unchanged.
+    ``set``: the TF's output value becomes the value (its pre-LSN value is the value divided by
+    the cell's LSN scale); ``scale``: the TF's value is multiplied. A root TF is changed at the
+    causal controller's output; a regulated TF is clamped: its own generator's output is
+    replaced before its descendants read it (the do-operator). The TF columns of the output are
+    written exactly (no rounding through the LSN scale). Cells whose control pass was all zero
+    (LSN scale 0) have no output scale and are left unchanged.
     """
     layout, module = model.layout, model.module
     tfs = record.tf_expression.clone()
     scale = record.lsn_scale[:, 0]
     live = scale > 0
     safe_scale = torch.where(live, scale, torch.ones_like(scale))
+    clamped, clamp_values = [], []
     for gene, value in perturbation.values.items():
-        k = layout.tfs.index(gene)
-        if perturbation.mode == "set":
-            tfs[:, k] = torch.where(live, value / safe_scale, tfs[:, k])
+        column = layout.var_names.index(gene)
+        before = control_raw[:, column]
+        after = (
+            torch.where(live, value / safe_scale, before)
+            if perturbation.mode == "set"
+            else before * value
+        )
+        if gene in layout.roots:
+            tfs[:, layout.roots.index(gene)] = after
         else:
-            tfs[:, k] = tfs[:, k] * value
-    cells = module.replay(record, tfs)
+            clamped.append(layout.targets.index(gene))
+            clamp_values.append(after)
+    clamp = None
+    if clamped:
+        clamp = (torch.as_tensor(clamped, device=tfs.device), torch.stack(clamp_values, dim=1))
+    cells = module.replay(record, tfs, clamp)
     for gene, value in perturbation.values.items():
         column = layout.var_names.index(gene)
         if perturbation.mode == "set":
@@ -495,11 +511,12 @@ def replay_cells(
     with module.generating():
         for record in state.records:
             record = _record_to(record, device)
-            control = module.replay(record)
+            control_raw = module.replay_raw(record)
+            control = control_raw * record.lsn_scale
             control_blocks.append(control.float().cpu().numpy())
             zero_blocks.append((record.lsn_scale[:, 0] == 0).cpu().numpy())
             for out, perturbation in zip(perturbed_blocks, perturbations, strict=True):
-                cells = perturbed_block(model, record, control, perturbation)
+                cells = perturbed_block(model, record, control, control_raw, perturbation)
                 out.append(cells.float().cpu().numpy())
     return (
         np.concatenate(control_blocks)[:n],
@@ -522,6 +539,13 @@ def direct_targets(grn: pd.DataFrame, tfs) -> set[str]:
     return set(grn.loc[grn["tf"].isin(list(tfs)), "target"])
 
 
+def distance_column(grn: pd.DataFrame, tfs, genes) -> np.ndarray:
+    """Shortest path length from any of ``tfs`` to each gene in ``genes`` (the perturbed TFs
+    0, their direct targets 1, ...); -1 for genes they do not reach."""
+    distance = distances_from(zip(grn["tf"], grn["target"], strict=True), tfs)
+    return np.array([distance.get(g, -1) for g in genes], dtype=np.int64)
+
+
 def modality(
     model: GeneratorModel,
     name: str,
@@ -539,7 +563,10 @@ def modality(
     obs["zero_cell"] = zero
     tfs = {} if perturbation is None else perturbation.values
     var["perturbed_tf"] = var.index.isin(list(tfs))
+    distance = distance_column(model.layout.grn, tfs, var.index)
     var["direct_target"] = var.index.isin(list(direct_targets(model.layout.grn, tfs)))
+    var["downstream"] = distance > 0
+    var["distance"] = distance
     if perturbation is not None:
         uns[PERTURBATIONS_KEY] = perturbation_table([perturbation])
     return AnnData(X=X, obs=obs, var=var, uns=uns)

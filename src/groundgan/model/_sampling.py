@@ -89,6 +89,9 @@ def simulated_var_uns(model: GeneratorModel, seed: int) -> tuple[pd.DataFrame, d
     role = np.full(len(model.layout.var_names), "target", dtype=object)
     role[model.layout.tf_index] = "tf"
     var = pd.DataFrame({"grn_role": pd.Categorical(role)}, index=model.layout.var_names)
+    if not model.layout.is_bipartite:
+        levels = model.layout.levels
+        var["grn_level"] = np.array([levels[g] for g in model.layout.var_names], dtype=np.int64)
     uns = {
         "groundgan": {
             "model": type(model).__name__,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from .._validation import (
     format_names,
     matrix_of,
 )
+from ..grn._dag import gene_levels
 from ._base import resolve_library_size
 
 SETUP_KEY = "groundgan_setup_GroundGAN"
@@ -26,8 +28,11 @@ LEGACY_SETUP_KEY = "_groundgan_setup"
 class GRNLayout:
     """The imposed GRN placed on the data's genes.
 
-    ``tf_index``/``target_index``: positions in ``var_names``; ``regulators[j]``: indices (into
-    the TF list) of the TFs of target ``j``.
+    ``tfs``: every regulator (in ``var_names`` order); ``targets``: every regulated gene;
+    ``roots``: the TFs without a regulator, which the causal controller generates. A TF
+    regulated by another TF is in both ``tfs`` and ``targets``; for a bipartite GRN
+    ``roots == tfs``. ``regulators[j]``: indices of the regulators of target ``j`` among the
+    generators' sources (root ``i`` is ``i``, target ``k`` is ``len(roots) + k``).
     """
 
     var_names: list[str]
@@ -35,21 +40,44 @@ class GRNLayout:
     targets: list[str]
     grn: pd.DataFrame
 
+    @cached_property
+    def _position(self) -> dict[str, int]:
+        return {g: i for i, g in enumerate(self.var_names)}
+
+    @cached_property
+    def roots(self) -> list[str]:
+        regulated = set(self.targets)
+        return [g for g in self.tfs if g not in regulated]
+
     @property
     def tf_index(self) -> list[int]:
-        pos = {g: i for i, g in enumerate(self.var_names)}
-        return [pos[g] for g in self.tfs]
+        """Positions of every TF (regulator)."""
+        return [self._position[g] for g in self.tfs]
+
+    @property
+    def root_index(self) -> list[int]:
+        """Positions of the root TFs."""
+        return [self._position[g] for g in self.roots]
 
     @property
     def target_index(self) -> list[int]:
-        pos = {g: i for i, g in enumerate(self.var_names)}
-        return [pos[g] for g in self.targets]
+        return [self._position[g] for g in self.targets]
+
+    @cached_property
+    def regulators(self) -> list[list[int]]:
+        source = {g: i for i, g in enumerate(self.roots)}
+        source.update((g, len(self.roots) + k) for k, g in enumerate(self.targets))
+        by_target = self.grn.groupby("target", sort=False)["tf"].apply(list).to_dict()
+        return [sorted(source[t] for t in by_target[g]) for g in self.targets]
+
+    @cached_property
+    def levels(self) -> dict[str, int]:
+        """Generation level of every gene (roots 0; see :func:`groundgan.grn.levels`)."""
+        return gene_levels(zip(self.grn["tf"], self.grn["target"], strict=True))
 
     @property
-    def regulators(self) -> list[list[int]]:
-        tf_pos = {g: i for i, g in enumerate(self.tfs)}
-        by_target = self.grn.groupby("target", sort=False)["tf"].apply(list).to_dict()
-        return [sorted(tf_pos[t] for t in by_target[g]) for g in self.targets]
+    def is_bipartite(self) -> bool:
+        return len(self.roots) == len(self.tfs)
 
     @classmethod
     def from_grn(cls, grn: pd.DataFrame, var_names) -> GRNLayout:

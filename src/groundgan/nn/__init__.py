@@ -1,7 +1,14 @@
 """Torch modules of GRouNdGAN. They know nothing of AnnData: genes are column indices."""
 
 from ._blocks import MLP, DenseLayer, LibrarySizeNormalization
-from ._networks import CausalController, Critic, GenerationRecord, GroundGANModule, Labeler
+from ._networks import (
+    CausalController,
+    Critic,
+    GenerationRecord,
+    GroundGANModule,
+    Labeler,
+    labeler_genes,
+)
 from ._target_generators import TargetGenerators, paper_depth_width
 
 __all__ = [
@@ -14,5 +21,6 @@ __all__ = [
     "Labeler",
     "LibrarySizeNormalization",
     "TargetGenerators",
+    "labeler_genes",
     "paper_depth_width",
 ]

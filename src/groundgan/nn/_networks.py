@@ -69,9 +69,17 @@ class GroundGANModule(nn.Module):
     n_genes
         Genes per cell (TFs and targets).
     tf_index, target_index
-        Positions of the TFs and of the targets in the cell vector.
+        Positions in the cell vector of the root TFs (from the causal controller) and of the
+        regulated genes (each from its own target generator; TFs regulated by other TFs
+        included).
     regulators
-        Per target (in ``target_index`` order), the indices of its TFs in ``tf_index`` order.
+        Per regulated gene (in ``target_index`` order), the indices of its regulators: ``i <
+        len(tf_index)`` is root TF ``i``, ``len(tf_index) + k`` regulated gene ``k``.
+
+    Notes
+    -----
+    The labelers predict every regulator (the root TFs, then the regulated TFs) from the genes
+    that regulate nothing (the leaves); for a bipartite GRN, the TFs from the targets.
     """
 
     def __init__(
@@ -93,12 +101,21 @@ class GroundGANModule(nn.Module):
         n_tfs, n_targets = len(tf_index), len(target_index)
         self.register_buffer("tf_index", torch.as_tensor(tf_index, dtype=torch.long))
         self.register_buffer("target_index", torch.as_tensor(target_index, dtype=torch.long))
+        inputs, outputs = labeler_genes(tf_index, target_index, regulators)
+        self.register_buffer(
+            "labeler_inputs", torch.as_tensor(inputs, dtype=torch.long), persistent=False
+        )
+        self.register_buffer(
+            "labeler_outputs", torch.as_tensor(outputs, dtype=torch.long), persistent=False
+        )
         self.controller = CausalController(latent_dim, controller_hidden, n_genes)
         self.controller_critic = Critic(n_genes, critic_hidden)
-        self.target_generators = TargetGenerators(regulators, depth=depth, width=width)
+        self.target_generators = TargetGenerators(
+            regulators, depth=depth, width=width, n_roots=n_tfs
+        )
         self.critic = Critic(n_genes, critic_hidden)
-        self.labeler = Labeler(n_targets, labeler_hidden, n_tfs)
-        self.antilabeler = Labeler(n_targets, labeler_hidden, n_tfs)
+        self.labeler = Labeler(len(inputs), labeler_hidden, len(outputs))
+        self.antilabeler = Labeler(len(inputs), labeler_hidden, len(outputs))
         self.lsn = LibrarySizeNormalization(library_size)
         #: exponential moving averages of generator networks (by attribute name), used for
         #: generation inside :meth:`generating`; empty unless training averaged them
@@ -208,13 +225,45 @@ class GroundGANModule(nn.Module):
             tfs, target_noise, targets.mean(dim=0), targets.std(dim=0)
         )
 
-    def replay(self, record: GenerationRecord, tf_expression: Tensor | None = None) -> Tensor:
+    def replay(
+        self,
+        record: GenerationRecord,
+        tf_expression: Tensor | None = None,
+        clamp: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """Re-run the target generators from ``record`` with (optionally changed) pre-LSN TFs.
 
         Noise, BatchNorm statistics and the per-cell LSN scale are replayed, so with
-        ``tf_expression=None`` the recorded cells come back exactly.
+        ``tf_expression=None`` the recorded cells come back exactly. ``clamp = (genes,
+        values)`` sets regulated genes (indices into ``target_index``) to pre-LSN ``values``
+        (cells, n) before their descendants read them (see :class:`TargetGenerators`).
         """
+        return self.replay_raw(record, tf_expression, clamp) * record.lsn_scale
+
+    def replay_raw(
+        self,
+        record: GenerationRecord,
+        tf_expression: Tensor | None = None,
+        clamp: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """:meth:`replay` before the LSN scale: pre-LSN cells."""
         tfs = record.tf_expression if tf_expression is None else tf_expression
         generators = self.part("target_generators")
-        targets = generators(tfs, record.target_noise, stats=record.target_stats)
-        return self.assemble(tfs, targets) * record.lsn_scale
+        targets = generators(tfs, record.target_noise, stats=record.target_stats, clamp=clamp)
+        return self.assemble(tfs, targets)
+
+
+def labeler_genes(
+    tf_index: Sequence[int], target_index: Sequence[int], regulators: Sequence[Sequence[int]]
+) -> tuple[list[int], list[int]]:
+    """Cell-vector positions of the labelers' inputs (the regulated genes that regulate
+    nothing) and outputs (the root TFs, then the regulated TFs).
+
+    A regulated TF is not an input: a labeler would copy it to its own output instead of
+    learning what the leaves say about it.
+    """
+    n_roots = len(tf_index)
+    regulating = sorted({r - n_roots for regs in regulators for r in regs if r >= n_roots})
+    is_regulator = set(regulating)
+    leaves = [g for k, g in enumerate(target_index) if k not in is_regulator]
+    return leaves, [*tf_index, *(target_index[k] for k in regulating)]

@@ -135,66 +135,92 @@ def _he_normal(n_genes: int, fan_in: int, fan_out: int) -> Tensor:
 
 
 class TargetGenerators(nn.Module):
-    """One independent MLP per target gene, wired by the GRN and computed block-diagonally.
+    """One independent MLP per regulated gene, wired by the GRN and computed block-diagonally.
 
     Parameters
     ----------
     regulators
-        For each target gene (in output order), the indices of its regulating TFs among the
-        TF inputs.
+        For each regulated gene (in output order), the indices of its regulators among the
+        *sources*: indices ``0 .. n_roots - 1`` are the root TFs (the inputs), index
+        ``n_roots + k`` is the output of regulated gene ``k`` (a TF regulated by another TF).
     depth
         Number of hidden layers (``Linear -> BatchNorm -> ReLU``) per gene.
     width
         Hidden width multiplier: a gene with ``r`` regulators has hidden layers of
         ``round(width * (r + 1))`` units (the ``+ 1`` is its noise input).
+    n_roots
+        Number of root TFs. ``None``: every index of ``regulators`` is a root TF (a bipartite
+        GRN).
 
     Notes
     -----
-    ``forward(tf_expression, noise)`` maps (batch, n_tfs) and (batch, n_targets) to
-    (batch, n_targets). Gene ``j``'s output depends on its regulators' columns and on
+    ``forward(tf_expression, noise)`` maps (batch, n_roots) and (batch, n_targets) to
+    (batch, n_targets). Gene ``j``'s output depends on its regulators' values and on
     ``noise[:, j]`` only; BatchNorm statistics are per gene and unit, so nothing leaks between
-    genes.
+    genes. Genes are generated level by level (a gene's level is one more than its highest
+    regulated regulator's, 1 if all its regulators are roots), each level in one grouped pass
+    per in-degree; a bipartite GRN is the one-level case.
     """
 
-    def __init__(self, regulators: Sequence[Sequence[int]], depth: int = 3, width: float = 2.0):
+    def __init__(
+        self,
+        regulators: Sequence[Sequence[int]],
+        depth: int = 3,
+        width: float = 2.0,
+        n_roots: int | None = None,
+    ):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         if any(len(r) == 0 for r in regulators):
             raise ValueError("every target gene needs at least one regulator")
+        n_targets = len(regulators)
+        if n_roots is None:
+            n_roots = 1 + max(max(r) for r in regulators)
+        level = _levels(regulators, n_roots)
         in_degree = np.array([len(r) for r in regulators])
         self.groups = nn.ModuleList()
+        #: indices into ``groups`` of each level's groups, level 1 first
+        self.level_groups: list[list[int]] = []
         order = []
-        for degree in np.unique(in_degree):
-            genes = np.flatnonzero(in_degree == degree)
-            order.extend(genes.tolist())
-            self.groups.append(GeneGroup(len(genes), int(degree), depth, width))
-            self.register_buffer(
-                f"genes_{len(self.groups) - 1}", torch.as_tensor(genes, dtype=torch.long)
-            )
-            regs = np.array([regulators[g] for g in genes])
-            self.register_buffer(
-                f"regulators_{len(self.groups) - 1}", torch.as_tensor(regs, dtype=torch.long)
-            )
-            # rows of [noise; TF expression] that form each gene's input: its TFs, its noise
-            rows = np.concatenate([regs + len(regulators), genes[:, None]], axis=1)
-            self.register_buffer(
-                f"input_rows_{len(self.groups) - 1}",
-                torch.as_tensor(rows, dtype=torch.long),
-                persistent=False,
-            )
+        for lv in range(1, int(level.max()) + 1):
+            self.level_groups.append([])
+            in_level = level == lv
+            for degree in np.unique(in_degree[in_level]):
+                genes = np.flatnonzero(in_level & (in_degree == degree))
+                order.extend(genes.tolist())
+                index = len(self.groups)
+                self.level_groups[-1].append(index)
+                self.groups.append(GeneGroup(len(genes), int(degree), depth, width))
+                self.register_buffer(f"genes_{index}", torch.as_tensor(genes, dtype=torch.long))
+                regs = np.array([regulators[g] for g in genes])
+                self.register_buffer(f"regulators_{index}", torch.as_tensor(regs, dtype=torch.long))
+                # rows of [noise; roots; generated] that form each gene's input: its
+                # regulators, then its noise
+                rows = np.concatenate([regs + n_targets, genes[:, None]], axis=1)
+                self.register_buffer(
+                    f"input_rows_{index}",
+                    torch.as_tensor(rows, dtype=torch.long),
+                    persistent=False,
+                )
         # output position of each gene in the concatenation of the groups' outputs
         self.register_buffer("inverse_order", torch.as_tensor(np.argsort(order), dtype=torch.long))
-        self.n_targets, self.depth, self.width = len(regulators), depth, width
+        self.n_targets, self.n_roots, self.depth, self.width = n_targets, n_roots, depth, width
+        self.gene_levels = level
+
+    @property
+    def n_levels(self) -> int:
+        """Number of generated levels (1 for a bipartite GRN)."""
+        return len(self.level_groups)
 
     def group_inputs(self, index: int, rows: Tensor) -> Tensor:
         """Inputs of group ``index``, (genes, n_regulators + 1, batch): one gather from
-        ``rows``, the noise and the TF expression as rows, (n_targets + n_tfs, batch)."""
+        ``rows``, the noise, the root TFs and (beyond level 1) the generated genes as rows."""
         return rows[getattr(self, f"input_rows_{index}")]
 
     @staticmethod
     def input_rows(tf_expression: Tensor, noise: Tensor) -> Tensor:
-        """``[noise; TF expression]`` as contiguous rows, (n_targets + n_tfs, batch)."""
+        """``[noise; TF expression]`` as contiguous rows, (n_targets + n_roots, batch)."""
         return torch.cat([noise, tf_expression], dim=1).T.contiguous()
 
     def forward(
@@ -204,16 +230,56 @@ class TargetGenerators(nn.Module):
         stats: Sequence[BatchStats] | None = None,
         record: list[BatchStats] | None = None,
         relu: bool = True,
+        clamp: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        outputs, offset = [], 0
+        """Regulated genes' expression, (batch, n_targets).
+
+        ``clamp = (genes, values)`` replaces the outputs of regulated genes ``genes`` (n,) by
+        ``values`` (batch, n) before any later level reads them: the do-operator.
+        ``relu=False`` returns the output layers' pre-activations (downstream levels still
+        read the ReLU'd values).
+        """
         rows = self.input_rows(tf_expression, noise)
-        for i, group in enumerate(self.groups):
-            depth = len(group.weights)
-            group_stats = None if stats is None else stats[offset : offset + depth]
-            inputs = self.group_inputs(i, rows)
-            outputs.append(group(inputs, group_stats, record, relu))
-            offset += depth
-        return torch.cat(outputs, dim=0)[self.inverse_order].T
+        if self.n_levels == 1 and clamp is None:
+            outputs = self._level(0, rows, stats, record, relu)
+            return torch.cat(outputs, dim=0)[self.inverse_order].T
+        return self._cascade(rows, stats, record, relu, clamp)
+
+    def _level(
+        self,
+        level: int,
+        rows: Tensor,
+        stats: Sequence[BatchStats] | None,
+        record: list[BatchStats] | None,
+        relu: bool,
+    ) -> list[Tensor]:
+        """Outputs (genes, batch) of each group of ``level`` (0-based)."""
+        outputs = []
+        for i in self.level_groups[level]:
+            group = self.groups[i]
+            offset = i * self.depth
+            group_stats = None if stats is None else stats[offset : offset + self.depth]
+            outputs.append(group(self.group_inputs(i, rows), group_stats, record, relu))
+        return outputs
+
+    def _cascade(self, rows, stats, record, relu, clamp) -> Tensor:
+        """Level by level, each level reading the roots and the levels before it."""
+        generated = rows.new_zeros(self.n_targets, rows.shape[1])
+        pre = rows.new_zeros(self.n_targets, rows.shape[1]) if not relu else None
+        if clamp is not None:
+            clamp_genes, clamp_values = clamp[0], clamp[1].T.to(rows.dtype)
+            generated = generated.index_copy(0, clamp_genes, clamp_values)
+        for level in range(self.n_levels):
+            level_rows = rows if level == 0 else torch.cat([rows, generated], dim=0)
+            outputs = self._level(level, level_rows, stats, record, relu=False)
+            genes = torch.cat([getattr(self, f"genes_{i}") for i in self.level_groups[level]])
+            out = torch.cat(outputs, dim=0)
+            if pre is not None:
+                pre = pre.index_copy(0, genes, out)
+            generated = generated.index_copy(0, genes, F.relu(out))
+            if clamp is not None:
+                generated = generated.index_copy(0, clamp_genes, clamp_values)
+        return (generated if relu else pre).T
 
     @torch.no_grad()
     def calibrate_output(
@@ -225,13 +291,15 @@ class TargetGenerators(nn.Module):
         structure and independence are untouched. Used to start stage 2 with targets on the
         causal controller's scale, so that LSN does not shrink or inflate the TFs.
         """
-        pre = self(tf_expression, noise, relu=False)  # (batch, n_targets)
-        factor = std / pre.std(dim=0).clamp_min(1e-8)
-        shift = mean - pre.mean(dim=0) * factor
-        for i, group in enumerate(self.groups):
-            genes = getattr(self, f"genes_{i}")
-            group.out_weight.mul_(factor[genes].view(-1, 1, 1))
-            group.out_bias.copy_(shift[genes].view(-1, 1, 1))
+        for level in range(self.n_levels):
+            # one level at a time: rescaling a level changes what the next level reads
+            pre = self(tf_expression, noise, relu=False)  # (batch, n_targets)
+            factor = std / pre.std(dim=0).clamp_min(1e-8)
+            shift = mean - pre.mean(dim=0) * factor
+            for i in self.level_groups[level]:
+                group, genes = self.groups[i], getattr(self, f"genes_{i}")
+                group.out_weight.mul_(factor[genes].view(-1, 1, 1))
+                group.out_bias.copy_(shift[genes].view(-1, 1, 1))
 
     @property
     def n_bn_layers(self) -> int:
@@ -240,7 +308,23 @@ class TargetGenerators(nn.Module):
 
     def extra_repr(self) -> str:
         widths = sorted({g.hidden_width for g in self.groups})
+        levels = f", levels={self.n_levels}" if self.n_levels > 1 else ""
         return (
             f"n_targets={self.n_targets}, depth={self.depth}, width={self.width:g}, "
-            f"groups={len(self.groups)}, hidden widths {widths[0]}..{widths[-1]}"
+            f"groups={len(self.groups)}{levels}, hidden widths {widths[0]}..{widths[-1]}"
         )
+
+
+def _levels(regulators: Sequence[Sequence[int]], n_roots: int) -> np.ndarray:
+    """Level of each regulated gene: 1 + the highest level among its regulators (roots: 0)."""
+    n_targets = len(regulators)
+    level = np.zeros(n_targets, dtype=np.int64)
+    for _ in range(n_targets + 1):
+        changed = False
+        for j, regs in enumerate(regulators):
+            lv = 1 + max((level[r - n_roots] if r >= n_roots else 0) for r in regs)
+            if lv != level[j]:
+                level[j], changed = lv, True
+        if not changed:
+            return level
+    raise ValueError("the regulators of the target generators form a cycle")

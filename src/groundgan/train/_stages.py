@@ -392,8 +392,9 @@ class GroundGANStage(WGANGPStage):
         return m.generate(controller_noise, target_noise)
 
     def split(self, cells: Tensor) -> tuple[Tensor, Tensor]:
-        """(targets, TFs) columns of cells."""
-        return cells[:, self.module.target_index], cells[:, self.module.tf_index]
+        """(labeler inputs, labeler outputs) columns of cells: (targets, TFs) for a bipartite
+        GRN; see :func:`groundgan.nn.labeler_genes`."""
+        return cells[:, self.module.labeler_inputs], cells[:, self.module.labeler_outputs]
 
     def extra_generator_losses(self, fake: Tensor, real: Tensor) -> list[Tensor]:
         m = self.module
