@@ -84,6 +84,23 @@ def small_grn(genes, n_tfs: int, tfs_per_target: int, seed: int = 0):
     return pd.DataFrame(rows, columns=["tf", "target", "importance"])
 
 
+def cascade_grn(genes, seed: int = 0):
+    """A random 4-level GRN over ``genes``: TFs ``genes[:8]``, of which 0-3 are roots,
+    4 and 5 regulated by roots (level 1), 6 by 4 and a root (level 2), 7 by 6 (level 3);
+    every other gene is a target of 3 of the 8 TFs."""
+    import pandas as pd
+
+    tf = list(genes[:8])
+    tf_edges = [
+        (tf[0], tf[4]), (tf[1], tf[4]), (tf[2], tf[5]), (tf[3], tf[5]),
+        (tf[4], tf[6]), (tf[0], tf[6]), (tf[6], tf[7]),
+    ]  # fmt: skip
+    rows = [(a, b, 1.0) for a, b in tf_edges]
+    targets = small_grn(genes, n_tfs=8, tfs_per_target=3, seed=seed)
+    grn = pd.concat([pd.DataFrame(rows, columns=["tf", "target", "importance"]), targets])
+    return grn.reset_index(drop=True)
+
+
 @pytest.fixture(scope="session")
 def _pbmc_grn_cells_cached(_pbmc_counts_cached):
     import numpy as np
@@ -156,6 +173,34 @@ def train_tiny_groundgan(_pbmc_grn_cells_cached):
             device="cpu",
         )
         return model, grn
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def train_tiny_cascade(_pbmc_grn_cells_cached):
+    """Factory: a tiny GroundGAN on :func:`cascade_grn`, trained ``steps`` + ``steps`` (CPU);
+    returns the model, the GRN and its 8 TFs in :func:`cascade_grn`'s order."""
+    import torch
+
+    import groundgan as gg
+
+    def train(steps: int):
+        torch.set_num_threads(1)
+        adata = _pbmc_grn_cells_cached[0].copy()
+        genes = list(adata.var_names)
+        grn = cascade_grn(genes)
+        gg.GroundGAN.setup_anndata(adata, grn=grn)
+        model = gg.GroundGAN(adata, **TINY_MODEL)
+        model.train(
+            max_steps_stage1=steps,
+            max_steps_stage2=steps,
+            batch_size_stage1=64,
+            batch_size_stage2=128,
+            progress_bar=False,
+            device="cpu",
+        )
+        return model, grn, genes[:8]
 
     return train
 

@@ -395,3 +395,88 @@ def test_control_modality_is_plain_anndata(model):
     assert control.X.dtype == np.float32
     assert control.uns["groundgan"]["seed"] == 0
     assert "groundgan_perturbations" not in control.uns
+
+
+# cascades: GRNs with TF -> TF edges --------------------------------------------------------
+@pytest.fixture(scope="module")
+def cascade_trained(train_tiny_cascade, tmp_path_factory):
+    """A tiny model on a 4-level GRN (see conftest.cascade_grn), and its directory."""
+    model, _, tfs = train_tiny_cascade(60)  # tfs in cascade_grn's order: roots 0-3, then 4-7
+    directory = tmp_path_factory.mktemp("cascade") / "model"
+    model.save(directory)
+    return model, directory, tfs
+
+
+def dense(x) -> np.ndarray:
+    return np.asarray(x.toarray() if hasattr(x, "toarray") else x)
+
+
+def changed_genes(mdata, name) -> set[str]:
+    control, perturbed = dense(mdata.mod["control"].X), dense(mdata.mod[name].X)
+    var = mdata.mod["control"].var_names
+    return {g for g, c in zip(var, (control != perturbed).any(axis=0), strict=True) if c}
+
+
+def test_cascade_knockout_of_a_root_reaches_every_level_and_nothing_else(cascade_trained):
+    model, _, tfs = cascade_trained
+    root = tfs[0]  # regulates tf 4 (level 1) and tf 6 (level 2), hence tf 7 (level 3)
+    mdata = model.perturb({root: 0.0}, n_cells=200, seed=2)
+    var = mdata.mod[f"{root}=0"].var
+    downstream = set(var.index[var["downstream"]])
+    assert {tfs[4], tfs[6], tfs[7]} <= downstream
+    assert var.loc[root, "distance"] == 0
+    assert var.loc[tfs[4], "distance"] == 1 and var.loc[tfs[7], "distance"] == 2
+    assert var.loc[tfs[5], "distance"] == -1 and not var.loc[tfs[5], "downstream"]
+    changed = changed_genes(mdata, f"{root}=0")
+    assert changed <= downstream | {root}  # non-descendants are bitwise the control
+    assert {tfs[4], tfs[6], tfs[7]} <= changed  # and the cascade reached three levels
+
+
+def test_descendants_at_distance_two_change_with_their_parent(cascade_trained):
+    model, _, tfs = cascade_trained
+    mdata = model.perturb({tfs[1]: 0.0}, n_cells=200, seed=2)  # tf 1 -> tf 4 -> {tf 6, ...}
+    var = mdata.mod[f"{tfs[1]}=0"].var
+    second = set(var.index[var["distance"] == 2])
+    assert tfs[6] in second
+    changed = changed_genes(mdata, f"{tfs[1]}=0")
+    assert tfs[4] in changed
+    assert second <= changed, f"distance-2 genes unchanged: {second - changed}"
+
+
+def test_a_perturbed_regulated_tf_is_clamped(cascade_trained):
+    model, _, tfs = cascade_trained
+    regulated = tfs[4]  # regulated by tfs 0 and 1, regulates tf 6 and targets
+    for perturbation, name, mode in [(0.0, f"{regulated}=0", "set"),
+                                     (2.0, f"{regulated}*2", "scale")]:  # fmt: skip
+        mdata = model.perturb({regulated: perturbation}, n_cells=150, seed=4, mode=mode)
+        control, perturbed = dense(mdata.mod["control"].X), dense(mdata.mod[name].X)
+        j = column(model, regulated)
+        expected = np.zeros_like(control[:, j]) if mode == "set" else control[:, j] * 2
+        np.testing.assert_allclose(perturbed[:, j], expected, rtol=1e-6)
+        var = mdata.mod[name].var
+        changed = changed_genes(mdata, name)
+        assert changed <= set(var.index[var["downstream"]]) | {regulated}
+        assert not {tfs[0], tfs[1]} & changed  # its regulators are untouched: do(), not see()
+        assert tfs[6] in changed
+
+
+def test_cascade_samples_are_deterministic_and_carry_levels(cascade_trained):
+    model, _, tfs = cascade_trained
+    a, b = model.sample(100, seed=9), model.sample(100, seed=9)
+    assert np.array_equal(dense(a.X), dense(b.X))
+    assert a.var.loc[tfs[0], "grn_level"] == 0 and a.var.loc[tfs[7], "grn_level"] == 3
+    assert set(a.var.loc[tfs, "grn_role"]) == {"tf"}
+    assert np.isfinite(dense(a.X)).all() and dense(a.X).std(axis=0).max() > 0
+
+
+def test_cascade_save_load_and_replay_state_round_trip(cascade_trained, tmp_path):
+    model, directory, tfs = cascade_trained
+    loaded = gg.GroundGAN.load(directory)
+    assert loaded.layout.levels == model.layout.levels
+    assert np.array_equal(dense(loaded.sample(80, seed=1).X), dense(model.sample(80, seed=1).X))
+    state = model.replay_state(80, seed=1)
+    state.save(tmp_path / "state.npz")
+    again = loaded.perturb({tfs[6]: 0.0}, state=ReplayState.load(tmp_path / "state.npz"))
+    first = model.perturb({tfs[6]: 0.0}, n_cells=80, seed=1)
+    for name in ("control", f"{tfs[6]}=0"):
+        assert np.array_equal(dense(again.mod[name].X), dense(first.mod[name].X))

@@ -74,3 +74,32 @@ def test_state_dicts_carry_the_averages_both_ways():
     assert all(torch.equal(v, state[k]) for k, v in fresh.state_dict().items())
     fresh.load_state_dict(tiny_module().state_dict())  # drops the one the state lacks
     assert len(fresh.ema) == 0
+
+
+def test_labelers_read_the_leaves_and_predict_every_regulator():
+    from groundgan.nn import GroundGANModule, labeler_genes
+
+    # genes 0, 3 root TFs; gene 1 <- 0; gene 2 <- gene 1; gene 4 <- 3; gene 5 <- gene 2
+    tf_index, target_index = [0, 3], [1, 2, 4, 5]
+    regulators = [[0], [2], [1], [3]]  # sources: 0-1 roots, 2 + k regulated gene k
+    inputs, outputs = labeler_genes(tf_index, target_index, regulators)
+    assert inputs == [4, 5]  # the genes that regulate nothing
+    assert outputs == [0, 3, 1, 2]  # the roots, then the regulated TFs
+    bipartite = labeler_genes([0, 3], [1, 2], [[0], [0, 1]])
+    assert bipartite == ([1, 2], [0, 3])
+    module = GroundGANModule(
+        n_genes=6,
+        tf_index=tf_index,
+        target_index=target_index,
+        regulators=regulators,
+        latent_dim=4,
+        controller_hidden=(8,),
+        critic_hidden=(8,),
+        labeler_hidden=(8,),
+        depth=1,
+        width=1.0,
+        library_size=10.0,
+    )
+    assert module.labeler_inputs.tolist() == inputs
+    assert module.labeler(torch.rand(5, 2)).shape == (5, 4)
+    assert module.target_generators.n_levels == 3

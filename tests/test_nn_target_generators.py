@@ -162,3 +162,181 @@ def test_batch_statistics_match_float64_reference():
     torch.testing.assert_close(var.double(), ref_var, rtol=2e-6, atol=0)
     _, var_bf16 = batch_statistics(h.to(torch.bfloat16))
     assert var_bf16.dtype == torch.float32  # statistics stay float32 under autocast
+
+
+# --------------------------------------------------------------------------------------------
+# the bipartite case is the flat pass it always was
+# --------------------------------------------------------------------------------------------
+
+
+def flat_generators(regulators, depth, width):
+    """Before cascades: one group per in-degree, in increasing in-degree, built in that order."""
+    from groundgan.nn._target_generators import GeneGroup
+
+    in_degree = np.array([len(r) for r in regulators])
+    groups = []
+    for degree in np.unique(in_degree):
+        genes = np.flatnonzero(in_degree == degree)
+        groups.append((genes, GeneGroup(len(genes), int(degree), depth, width)))
+    return groups
+
+
+def flat_forward(groups, regulators, tfs, noise, record):
+    n_targets = noise.shape[1]
+    rows = torch.cat([noise, tfs], dim=1).T.contiguous()
+    outputs, order = [], []
+    for genes, group in groups:
+        regs = np.array([regulators[g] for g in genes])
+        index = torch.as_tensor(np.concatenate([regs + n_targets, genes[:, None]], axis=1))
+        outputs.append(group(rows[index], None, record))
+        order.extend(genes.tolist())
+    return torch.cat(outputs, dim=0)[torch.as_tensor(np.argsort(order))].T
+
+
+def test_bipartite_grn_is_the_flat_pass_bit_for_bit():
+    regulators = random_regulators(n_tfs=6, n_targets=15, max_degree=4, seed=3)
+    torch.manual_seed(7)
+    tg = TargetGenerators(regulators, depth=2, width=2.0)
+    torch.manual_seed(7)
+    flat = flat_generators(regulators, depth=2, width=2.0)
+    assert tg.n_levels == 1
+    ours = [p for p in tg.parameters()]
+    theirs = [p for _, group in flat for p in group.parameters()]
+    assert len(ours) == len(theirs)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))  # same init draws
+    tfs, noise = torch.rand(40, 6) * 3, torch.randn(40, 15)
+    ours_record, theirs_record = [], []
+    out = tg(tfs, noise, record=ours_record)
+    ref = flat_forward(flat, regulators, tfs, noise, theirs_record)
+    assert torch.equal(out, ref)
+    for (m1, v1), (m2, v2) in zip(ours_record, theirs_record, strict=True):
+        assert torch.equal(m1, m2) and torch.equal(v1, v2)
+    grads = torch.autograd.grad(out.square().sum(), ours)
+    ref_grads = torch.autograd.grad(ref.square().sum(), theirs)
+    assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads, strict=True))
+
+
+# --------------------------------------------------------------------------------------------
+# cascades: generation level by level
+# --------------------------------------------------------------------------------------------
+
+N_ROOTS, LEVELS = 4, [5, 4, 3]
+
+
+@pytest.fixture
+def cascade():
+    from tiny_networks import random_dag
+
+    regulators = random_dag(N_ROOTS, LEVELS, max_degree=3, seed=0)
+    torch.manual_seed(0)
+    tg = TargetGenerators(regulators, depth=2, width=2.0, n_roots=N_ROOTS)
+    with torch.no_grad():  # every output above its ReLU: gradients are informative
+        for group in tg.groups:
+            group.out_bias.fill_(10.0)
+    return regulators, tg
+
+
+def ancestors(regulators, n_roots, gene):
+    """Roots and regulated genes upstream of regulated gene ``gene`` (source indices)."""
+    seen, stack = set(), list(regulators[gene])
+    while stack:
+        source = stack.pop()
+        if source not in seen:
+            seen.add(source)
+            if source >= n_roots:
+                stack.extend(regulators[source - n_roots])
+    return seen
+
+
+def test_levels_and_groups_follow_the_dag(cascade):
+    regulators, tg = cascade
+    assert tg.n_levels == 3
+    assert np.bincount(tg.gene_levels)[1:].tolist() == LEVELS
+    for level, groups in enumerate(tg.level_groups, start=1):
+        for i in groups:
+            genes = getattr(tg, f"genes_{i}").tolist()
+            assert all(tg.gene_levels[g] == level for g in genes)
+            assert len({len(regulators[g]) for g in genes}) == 1  # one in-degree per group
+    assert "levels=3" in repr(tg)
+
+
+def test_each_gene_reads_only_its_regulators_and_its_own_noise(cascade):
+    """With every regulated TF clamped to a free input, a gene's gradient reaches exactly its
+    regulators and its own noise."""
+    regulators, tg = cascade
+    n = len(regulators)
+    regulating = sorted({s - N_ROOTS for regs in regulators for s in regs if s >= N_ROOTS})
+    roots = torch.rand(32, N_ROOTS, requires_grad=True)
+    noise = torch.randn(32, n, requires_grad=True)
+    clamped = torch.rand(32, len(regulating), requires_grad=True)
+    out = tg(roots, noise, clamp=(torch.as_tensor(regulating), clamped))
+    for j in (j for j in range(n) if j not in regulating):
+        g_roots, g_noise, g_clamped = torch.autograd.grad(
+            out[:, j].sum(), [roots, noise, clamped], retain_graph=True
+        )
+        reads = {s for s in range(N_ROOTS) if g_roots[:, s].abs().sum() > 0}
+        reads |= {N_ROOTS + k for c, k in enumerate(regulating) if g_clamped[:, c].abs().sum() > 0}
+        assert reads == set(regulators[j]), f"gene {j}"
+        assert g_noise[:, j].abs().sum() > 0
+        assert torch.all(g_noise[:, torch.arange(n) != j] == 0), f"gene {j} sees other noise"
+
+
+def test_without_clamps_a_gene_depends_on_its_ancestors_only(cascade):
+    regulators, tg = cascade
+    n = len(regulators)
+    roots = torch.rand(32, N_ROOTS, requires_grad=True)
+    noise = torch.randn(32, n, requires_grad=True)
+    out = tg(roots, noise)
+    for j in range(n):
+        g_roots, g_noise = torch.autograd.grad(out[:, j].sum(), [roots, noise], retain_graph=True)
+        upstream = ancestors(regulators, N_ROOTS, j)
+        expected_noise = {j} | {s - N_ROOTS for s in upstream if s >= N_ROOTS}
+        assert {s for s in range(N_ROOTS) if g_roots[:, s].abs().sum() > 0} == {
+            s for s in upstream if s < N_ROOTS
+        }
+        assert {k for k in range(n) if g_noise[:, k].abs().sum() > 0} == expected_noise
+
+
+def test_cascade_replays_bit_for_bit_and_clamps_are_the_do_operator(cascade):
+    regulators, tg = cascade
+    n = len(regulators)
+    roots, noise = torch.rand(50, N_ROOTS), torch.randn(50, n)
+    with torch.no_grad():
+        record = []
+        control = tg(roots, noise, record=record)
+        assert len(record) == tg.n_bn_layers
+        assert torch.equal(tg(roots, noise, stats=record), control)
+        # clamp one level-1 gene that regulates others
+        gene = next(
+            k
+            for k in range(n)
+            if tg.gene_levels[k] == 1 and any(N_ROOTS + k in regs for regs in regulators)
+        )
+        value = torch.full((50, 1), 3.5)
+        do = tg(roots, noise, stats=record, clamp=(torch.as_tensor([gene]), value))
+    assert torch.equal(do[:, gene], value[:, 0])
+    downstream = {j for j in range(n) if N_ROOTS + gene in ancestors(regulators, N_ROOTS, j)}
+    assert len(downstream) >= 2
+    for j in range(n):
+        if j == gene:
+            continue
+        if j in downstream:
+            assert not torch.equal(do[:, j], control[:, j]), f"descendant {j} unchanged"
+        else:
+            assert torch.equal(do[:, j], control[:, j]), f"non-descendant {j} changed"
+
+
+def test_calibration_rescales_every_level(cascade):
+    regulators, tg = cascade
+    roots, noise = torch.rand(256, N_ROOTS), torch.randn(256, len(regulators))
+    mean, std = torch.full((len(regulators),), 2.0), torch.full((len(regulators),), 0.5)
+    tg.calibrate_output(roots, noise, mean, std)
+    with torch.no_grad():
+        pre = tg(roots, noise, relu=False)
+    torch.testing.assert_close(pre.mean(0), mean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(pre.std(0), std, atol=1e-4, rtol=0)
+
+
+def test_cycle_among_regulated_genes_is_refused():
+    with pytest.raises(ValueError, match="cycle"):
+        TargetGenerators([[0, 2], [1]], n_roots=1)  # gene 0 <- gene 1 <- gene 0

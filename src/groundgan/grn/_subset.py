@@ -50,8 +50,8 @@ def subset(
     Returns
     -------
     AnnData
-        A new AnnData with the GRN's genes in a stable order (TFs sorted by name, then
-        targets sorted by name), ``X`` the raw counts of those genes normalised to
+        A new AnnData with the GRN's genes in a stable order (TFs sorted by name, TFs
+        regulated by other TFs included, then the other targets sorted by name), ``X`` the raw counts of those genes normalised to
         ``library_size`` per cell (``float32``), ``layers["counts"]`` the raw counts,
         ``var["grn_role"]`` (``"tf"`` or ``"target"``) and
         ``uns["groundgan_preprocess"]["library_size"]`` set. Cells with zero counts in these
@@ -70,7 +70,7 @@ def subset(
     check_raw_counts(counts, what)
 
     tfs = sorted(set(grn["tf"]))
-    targets = sorted(set(grn["target"]))
+    targets = sorted(set(grn["target"]) - set(tfs))  # a regulated TF is listed once, as a TF
     columns = adata.var_names.get_indexer(tfs + targets)
     gene_counts = counts[:, columns]
     totals = np.asarray(gene_counts.sum(axis=1), dtype=np.float64).ravel()

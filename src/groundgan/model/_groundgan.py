@@ -815,7 +815,9 @@ class GroundGAN(Simulator):
             The simulated cells, on the training genes:
 
             - ``X``: float32 values >= 0 summing to the library size per cell;
-            - ``var["grn_role"]``: ``"tf"`` or ``"target"``;
+            - ``var["grn_role"]``: ``"tf"`` (a regulator, regulated or not) or ``"target"``;
+            - ``var["grn_level"]`` for a GRN with TF -> TF edges: 0 for root TFs, else one
+              more than the highest level among the gene's regulators;
             - ``obs["simulated"]`` (``True``);
             - ``uns["groundgan"]``: model, version, seed and steps;
             - ``uns["groundgan_grn"]``: the imposed GRN, the ground truth of these cells.
@@ -882,11 +884,14 @@ class GroundGAN(Simulator):
         """In-silico perturbation of TFs with exact replay; returns matched cells as MuData.
 
         The control cells are those of ``sample(n_cells, seed)``. For each perturbation the
-        named TFs are changed and only the target generators are re-run, with everything else
-        replayed: both noises, the per-cell LSN scale and the control pass's BatchNorm
-        statistics (recomputed statistics would subtract a TF set to one constant in every cell
-        and hide the perturbation). Genes that are not direct targets of a perturbed TF are
-        therefore bitwise identical to the control.
+        named TFs are changed and only the target generators are re-run, level by level, with
+        everything else replayed: both noises, the per-cell LSN scale and the control pass's
+        BatchNorm statistics (recomputed statistics would subtract a TF set to one constant in
+        every cell and hide the perturbation). A root TF is changed where the causal
+        controller emits it; a TF regulated by other TFs is clamped, its own generator's output
+        replaced (the do-operator), so its regulators are untouched. Genes that are not
+        downstream of a perturbed TF are therefore bitwise identical to the control; in a GRN
+        with TF -> TF edges, the effect reaches targets of targets.
 
         Values are in output units (library-size normalised, as in :meth:`sample`). Perturbed
         cells are not re-normalised, so they no longer sum exactly to the library size. Control
@@ -921,7 +926,9 @@ class GroundGAN(Simulator):
             - Row ``i`` of every modality is the same simulated cell: obs names
               ``"<modality>:sim_<i>"`` with ``obs["cell"] = "sim_<i>"`` (the obs name in
               :meth:`sample`).
-            - ``var`` holds ``grn_role``, ``perturbed_tf`` and ``direct_target``.
+            - ``var`` holds ``grn_role``, ``perturbed_tf``, ``direct_target``,
+              ``downstream`` (reached from a perturbed TF at any distance) and ``distance``
+              (shortest path from the perturbed TFs: 0 for themselves, -1 if not reached).
             - ``mdata.uns`` holds ``"groundgan_perturbations"`` (a table: modality, gene,
               value, mode), ``"groundgan"`` (seed, n_cells, mode, model) and
               ``"groundgan_grn"`` (the imposed GRN).

@@ -7,8 +7,10 @@ scale and the BatchNorm statistics of the control pass. It is drawn exactly like
 :meth:`GroundGAN.sample` (same generator, same order), so the control cells replayed from it are
 bitwise those of ``model.sample(n_cells, seed)``.
 
-A perturbation changes the named TFs and re-runs only the target generators, replaying every
-other input, the LSN scale and the control pass's BatchNorm statistics. Replaying the statistics
+A perturbation changes the named TFs and re-runs only the target generators, level by level,
+replaying every other input, the LSN scale and the control pass's BatchNorm statistics. A root
+TF is changed at the causal controller's output; a TF regulated by other TFs is clamped (its
+generator's output replaced: the do-operator), so the change reaches its descendants only. Replaying the statistics
 matters: recomputed batch statistics would subtract a TF that is set to one constant in every
 cell, so a knockout and an overexpression would give the same cells.
 """

@@ -295,11 +295,13 @@ class TargetGenerators(nn.Module):
             # one level at a time: rescaling a level changes what the next level reads
             pre = self(tf_expression, noise, relu=False)  # (batch, n_targets)
             factor = std / pre.std(dim=0).clamp_min(1e-8)
-            shift = mean - pre.mean(dim=0) * factor
             for i in self.level_groups[level]:
                 group, genes = self.groups[i], getattr(self, f"genes_{i}")
+                # new pre-activation: factor * (pre - bias) + new bias
+                weighted_mean = pre.mean(dim=0)[genes] - group.out_bias.view(-1)
+                shift = mean[genes] - weighted_mean * factor[genes]
                 group.out_weight.mul_(factor[genes].view(-1, 1, 1))
-                group.out_bias.copy_(shift[genes].view(-1, 1, 1))
+                group.out_bias.copy_(shift.view(-1, 1, 1))
 
     @property
     def n_bn_layers(self) -> int:
