@@ -281,6 +281,77 @@ def test_from_importances_drops_tfs_left_without_targets():
     assert grn[["tf", "target"]].values.tolist() == [["B", "C"]]
 
 
+# ----------------------------------------------------------------------------- cascades
+
+
+def test_tf_targets_known_answer_drops_the_weakest_edge_of_a_cycle():
+    # A -> B (9), B -> C (7), C -> A (2) form a cycle: C -> A is its weakest edge and goes;
+    # A's next candidate, B -> A (1), would close A -> B -> A and goes too; x keeps its top 2
+    table = pd.DataFrame(
+        {
+            "tf": ["A", "B", "C", "B", "A", "B", "C"],
+            "target": ["B", "C", "A", "A", "x", "x", "x"],
+            "importance": [9.0, 7.0, 2.0, 1.0, 5.0, 4.0, 3.0],
+        }
+    )
+    grn = gg.grn.from_importances(table, k=2, tf_targets=True)
+    assert grn[["tf", "target"]].values.tolist() == [
+        ["A", "B"], ["B", "C"], ["A", "x"], ["B", "x"],
+    ]  # fmt: skip
+    assert gg.grn.levels(grn).to_dict() == {"A": 0, "B": 1, "C": 2, "x": 2}
+
+
+def test_tf_targets_fill_up_to_k_past_a_dropped_edge():
+    # B's best TF is A, but A <- B is stronger: B -> A is kept, A -> B dropped, C fills in
+    table = pd.DataFrame(
+        {"tf": ["B", "A", "C"], "target": ["A", "B", "B"], "importance": [8.0, 6.0, 1.0]}
+    )
+    grn = gg.grn.from_importances(table, k=1, tf_targets=True)
+    assert grn[["tf", "target"]].values.tolist() == [["B", "A"], ["C", "B"]]
+
+
+@pytest.mark.parametrize("strategy", ["top", "positive_control", "negative_control"])
+def test_tf_targets_on_real_importances_is_an_acyclic_top_k(pbmc_table, pbmc_train, strategy):
+    grn = gg.grn.from_importances(pbmc_table, k=K, strategy=strategy, tf_targets=True)
+    gg.grn.validate(grn, pbmc_train)  # a DAG: a cycle would be refused
+    assert grn.groupby("target").size().max() <= K
+    tf_to_tf = grn["target"].isin(set(grn["tf"]))
+    assert tf_to_tf.any() and gg.grn.levels(grn).max() >= 2  # a cascade, not bipartite
+    ranked = _ranked(pbmc_table).set_index(["tf", "target"])["rank"]
+    ranks = ranked.loc[list(zip(grn["tf"], grn["target"], strict=True))]
+    parity = {"top": None, "positive_control": 1, "negative_control": 0}[strategy]
+    if parity is not None:
+        assert (ranks % 2 == parity).all()
+    # a target that is no TF anywhere keeps exactly its top ranks of the class
+    plain = grn[~tf_to_tf & ~grn["target"].isin(set(pbmc_table["tf"]))]
+    allowed = {"top": {1, 2, 3}, "positive_control": {1, 3, 5}, "negative_control": {2, 4, 6}}
+    kept = ranked.loc[list(zip(plain["tf"], plain["target"], strict=True))]
+    assert set(kept) <= allowed[strategy]
+
+
+def test_tf_targets_controls_are_disjoint(pbmc_table):
+    pairs = {
+        strategy: set(
+            map(tuple, gg.grn.from_importances(pbmc_table, k=K, strategy=strategy,
+                                               tf_targets=True)[["tf", "target"]].values)
+        )
+        for strategy in ("positive_control", "negative_control")
+    }  # fmt: skip
+    assert not pairs["positive_control"] & pairs["negative_control"]
+
+
+def test_infer_with_tf_targets_end_to_end(pbmc_train, human_tfs, client, pbmc_table):
+    grn = gg.grn.infer(
+        pbmc_train, human_tfs, k=K, tf_targets=True, seed=0, client=client, progress=False
+    )
+    pd.testing.assert_frame_equal(
+        grn, gg.grn.from_importances(pbmc_table, k=K, tf_targets=True), check_like=False
+    )
+    assert grn.attrs["tf_targets"] is True
+    with pytest.raises(ValueError, match="tf_targets must be True or False"):
+        gg.grn.infer(pbmc_train, human_tfs, tf_targets="yes")
+
+
 def test_infer_errors(pbmc_table, pbmc_train, human_tfs):
     with pytest.raises(ValueError, match="strategy"):
         gg.grn.from_importances(pbmc_table, strategy="best")

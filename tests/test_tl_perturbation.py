@@ -34,6 +34,7 @@ def test_table_layout(perturbed):
         "fraction_changed",
         "is_target",
         "is_perturbed_tf",
+        "distance",
     ]
     assert len(effect) == 2 * len(genes)
     assert effect["perturbation"].unique().tolist() == [f"{tf1}*0", f"{tf2}*3"]
@@ -128,3 +129,54 @@ def test_falls_back_to_modality_uns(perturbed):
     pd.testing.assert_frame_equal(
         gg.tl.perturbation_effect(again), gg.tl.perturbation_effect(mdata)
     )
+
+
+def test_distances_in_a_bipartite_grn(perturbed):
+    mdata, grn, (tf1, _) = perturbed
+    effect = gg.tl.perturbation_effect(mdata, key=f"{tf1}*0").set_index("gene")
+    targets = set(grn.loc[grn["tf"] == tf1, "target"])
+    expected = [0 if g == tf1 else 1 if g in targets else -1 for g in effect.index]
+    assert effect["distance"].tolist() == expected
+    assert (effect["distance"] == 1).eq(effect["is_target"]).all()
+
+
+def test_by_distance_summarises_the_gene_table(perturbed):
+    mdata, _, (tf1, tf2) = perturbed
+    genes = gg.tl.perturbation_effect(mdata)
+    summary = gg.tl.perturbation_effect(mdata, by="distance")
+    assert list(summary.columns) == [
+        "perturbation",
+        "distance",
+        "n_genes",
+        "n_changed",
+        "mean_abs_log2fc",
+        "max_abs_log2fc",
+        "mean_fraction_changed",
+    ]
+    assert summary["perturbation"].tolist() == [f"{tf1}*0"] * 3 + [f"{tf2}*3"] * 3
+    assert summary["distance"].tolist() == [0, 1, -1, 0, 1, -1]
+    for row in summary.itertuples():
+        rows = genes[(genes["perturbation"] == row.perturbation) & (genes["distance"] == row.distance)]
+        assert row.n_genes == len(rows)
+        assert row.n_changed == int((rows["fraction_changed"] > 0).sum())
+        assert row.mean_abs_log2fc == pytest.approx(rows["log2fc"].abs().mean())
+        assert row.max_abs_log2fc == pytest.approx(rows["log2fc"].abs().max())
+        assert row.mean_fraction_changed == pytest.approx(rows["fraction_changed"].mean())
+    # genes the perturbed TF does not reach never change in the matched cells
+    assert (summary.loc[summary["distance"] == -1, "n_changed"] == 0).all()
+
+
+def test_by_distance_reaches_two_levels_in_a_cascade(train_tiny_cascade):
+    model, _, tfs = train_tiny_cascade(20)
+    mdata = model.perturb({tfs[0]: 0.0}, n_cells=100, seed=0)
+    summary = gg.tl.perturbation_effect(mdata, by="distance").set_index("distance")
+    assert {0, 1, 2, 3} <= set(summary.index)
+    assert summary.loc[2, "n_changed"] > 0
+    assert summary.loc[3, "n_changed"] > 0
+    assert summary.loc[-1, "n_changed"] == 0
+
+
+def test_by_must_name_a_layout(perturbed):
+    mdata, _, _ = perturbed
+    with pytest.raises(InvalidInputError, match="by must be"):
+        gg.tl.perturbation_effect(mdata, by="level")

@@ -127,6 +127,13 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
+def check_bool(value, name: str) -> bool:
+    """Refuse anything but ``True`` or ``False`` (a NumPy bool included)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidInputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def format_names(names: Sequence[str], limit: int = 10) -> str:
     """A short, readable list of names for error messages."""
     names = list(names)

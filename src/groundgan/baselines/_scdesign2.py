@@ -13,7 +13,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import stats
 
-from .._validation import InvalidInputError, check_positive_int
+from .._validation import InvalidInputError, check_bool, check_positive_int
 from ._base import _StatisticalBaseline
 from ._count_models import (
     FAMILIES,
@@ -103,8 +103,7 @@ class ScDesign2(_StatisticalBaseline):
         _check_fraction(pval_cutoff, "pval_cutoff", allow_one=False)
         _check_fraction(zero_proportion_cutoff, "zero_proportion_cutoff", allow_one=True)
         min_nonzero_cells = check_positive_int(min_nonzero_cells, "min_nonzero_cells")
-        if not isinstance(copula, bool):
-            raise InvalidInputError(f"copula must be True or False, got {copula!r}")
+        copula = check_bool(copula, "copula")
         super().__init__(
             adata,
             library_size=library_size,

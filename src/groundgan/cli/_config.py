@@ -288,6 +288,9 @@ GRN = {
     "strategy": Option(
         _choice("top", "positive_control", "negative_control"), "top", "which ranks become edges"
     ),
+    "tf_targets": Option(
+        BOOL, False, "let TFs be targets of TFs: a cascade GRN, made acyclic (not the paper)"
+    ),
     "method": Option(STRING, "grnboost2", "GRN inference method (gg.grn.importance_table)"),
     "seed": Option(INT, 0, "seed of the inference"),
 }

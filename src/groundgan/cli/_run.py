@@ -412,14 +412,17 @@ class Pipeline:
                 k=settings["k"],
                 method=settings["method"],
                 strategy=settings["strategy"],
+                tf_targets=settings["tf_targets"],
                 seed=settings["seed"],
                 progress=sys.stderr.isatty(),
             )
         grn.write(table, self.path("grn.csv"))
+        levels = grn.levels(table)
+        depth = f", {levels.max()} levels below the root TFs" if levels.max() > 1 else ""
         self._say(
             "grn",
             f"{table['tf'].nunique()} TFs -> {table['target'].nunique()} targets, "
-            f"{len(table):,} edges",
+            f"{len(table):,} edges{depth}",
         )
         return ["grn.csv"]
 

@@ -13,6 +13,7 @@ from anndata import AnnData
 from .._seeds import check_seed
 from .._validation import (
     InvalidInputError,
+    check_bool,
     check_finite,
     check_positive_int,
     check_unique,
@@ -22,6 +23,7 @@ from .._validation import (
     to_dense,
 )
 from ._arboreto import REGRESSORS, infer_targets, regressor_settings, shipped_matrix
+from ._dag import reaches
 from ._dask import dask_client, gather_in_completion_order, n_threads
 
 __all__ = ["STRATEGIES", "from_importances", "importance_table", "infer"]
@@ -313,6 +315,40 @@ def _keep_rank(rank: pd.Series, k: int, strategy: str) -> pd.Series:
     return (rank % 2 == 0) & (rank <= 2 * k)
 
 
+def _rank_class(rank: pd.Series, strategy: str) -> pd.Series:
+    """The ranks a strategy draws from, without the cut at ``k``: all, the odd or the even."""
+    if strategy == "top":
+        return pd.Series(True, index=rank.index)
+    return rank % 2 == (1 if strategy == "positive_control" else 0)
+
+
+def _acyclic(scored: pd.DataFrame, rank: pd.Series, k: int, strategy: str) -> pd.DataFrame:
+    """Top-k per target with TF -> TF edges allowed, made acyclic greedily.
+
+    Edges of the strategy's rank class are visited in decreasing importance (ties: tf, then
+    target, the order of the ranks within a target). An edge is kept while its target has
+    fewer than ``k`` edges, unless it would close a cycle with the edges kept so far: that
+    edge is the weakest of its cycle, and the target's next candidate of the class takes its
+    place. Only TFs regulate, so a cycle can only run through TF -> TF edges.
+    """
+    candidates = _sorted(scored[_rank_class(rank, strategy)])
+    regulators = set(candidates["tf"])
+    tf_children: dict[str, set[str]] = {}
+    kept_per_target: dict[str, int] = {}
+    keep = np.zeros(len(candidates), dtype=bool)
+    rows = zip(candidates["tf"], candidates["target"], strict=True)
+    for i, (tf, target) in enumerate(rows):
+        if kept_per_target.get(target, 0) >= k:
+            continue
+        if target in regulators:
+            if reaches(tf_children, target, tf):
+                continue  # would close a cycle
+            tf_children.setdefault(tf, set()).add(target)
+        kept_per_target[target] = kept_per_target.get(target, 0) + 1
+        keep[i] = True
+    return candidates[keep]
+
+
 def _bipartite(edges: pd.DataFrame) -> pd.DataFrame:
     """Drop edges into genes chosen as regulators until TFs and targets are disjoint."""
     while True:
@@ -322,8 +358,10 @@ def _bipartite(edges: pd.DataFrame) -> pd.DataFrame:
         edges = edges[~into_regulator]
 
 
-def from_importances(table: pd.DataFrame, *, k: int = 15, strategy: str = "top") -> pd.DataFrame:
-    """The GRN of an importance table: each target's top-k TFs, made bipartite.
+def from_importances(
+    table: pd.DataFrame, *, k: int = 15, strategy: str = "top", tf_targets: bool = False
+) -> pd.DataFrame:
+    """The GRN of an importance table: each target's top-k TFs, made bipartite or acyclic.
 
     Parameters
     ----------
@@ -336,15 +374,30 @@ def from_importances(table: pd.DataFrame, *, k: int = 15, strategy: str = "top")
         decreasing importance; ties broken by TF name; only positive importances count):
         ``"top"``: ranks 1..k; ``"positive_control"``: ranks 1, 3, 5, ... (k of them);
         ``"negative_control"``: ranks 2, 4, 6, ... (k of them).
+    tf_targets
+        Let TFs be targets of other TFs (a cascade GRN, any DAG). ``False`` (the paper): a gene
+        chosen as a regulator anywhere is removed from the targets, so the GRN is bipartite.
 
     Returns
     -------
     pandas.DataFrame
         The GRN's edges: columns ``tf``, ``target`` and ``importance``, sorted by decreasing
-        importance, then ``tf``, ``target``. A gene chosen as a regulator anywhere is removed
-        from the targets (the GRN is a bipartite DAG, TF -> target); a TF-list gene never
-        chosen as a regulator stays an ordinary target. Every gene of the result is a TF with
-        at least one target or a target with at least one (and at most ``k``) TFs.
+        importance, then ``tf``, ``target``. Every gene of the result is a TF with at least
+        one target or a target with at least one (and at most ``k``) TFs.
+
+    Notes
+    -----
+    Without ``tf_targets``, the edges into genes chosen as regulators are dropped (repeatedly,
+    until TFs and targets are disjoint); a TF-list gene never chosen as a regulator stays an
+    ordinary target.
+
+    With ``tf_targets``, the GRN is made acyclic by a deterministic greedy rule. The edges of
+    the strategy's ranks (all ranks for ``"top"``, the odd or the even ones for the controls)
+    are visited in decreasing importance, ties broken by TF then target name. An edge is kept
+    while its target has fewer than ``k`` edges, unless it would close a cycle with the
+    edges kept so far. The dropped edge is the weakest of its cycle, and the target's next
+    candidate of the same ranks takes its place, so every target keeps ``k`` regulators
+    where it has that many candidates. The controls therefore stay disjoint from each other.
 
     Examples
     --------
@@ -365,8 +418,10 @@ def from_importances(table: pd.DataFrame, *, k: int = 15, strategy: str = "top")
         found = list(table.columns) if isinstance(table, pd.DataFrame) else type(table).__name__
         raise InvalidInputError(f"importance table lacks columns {missing}; found {found}")
     scored = table.loc[(table["importance"] > 0) & (table["tf"] != table["target"]), _COLUMNS]
-    edges = scored[_keep_rank(_rank_within_targets(scored), k, strategy)]
-    return _sorted(_bipartite(edges))
+    rank = _rank_within_targets(scored)
+    if check_bool(tf_targets, "tf_targets"):
+        return _sorted(_acyclic(scored, rank, k, strategy))
+    return _sorted(_bipartite(scored[_keep_rank(rank, k, strategy)]))
 
 
 def infer(
@@ -376,12 +431,14 @@ def infer(
     k: int = 15,
     method: str | MethodFunction = "grnboost2",
     strategy: str = "top",
+    tf_targets: bool = False,
     seed: int = 0,
     client=None,
     layer: str | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Infer the GRN to impose on GRouNdGAN: top-k TFs per target, bipartite (paper, Methods).
+    """Infer the GRN to impose on GRouNdGAN: top-k TFs per target, bipartite (paper, Methods)
+    or, with ``tf_targets=True``, a cascade in which TFs regulate TFs.
 
     :func:`importance_table` on the given (training) cells, then :func:`from_importances`.
     Nothing is stored in ``adata``.
@@ -400,6 +457,9 @@ def infer(
     strategy
         ``"top"``, ``"positive_control"`` or ``"negative_control"``
         (see :func:`from_importances`).
+    tf_targets
+        Let TFs be targets of other TFs; the GRN is made acyclic by the greedy rule of
+        :func:`from_importances`. ``False`` (the paper): a bipartite TF -> target GRN.
     seed
         Non-negative integer seed of the importance scores; the same seed gives an identical
         GRN.
@@ -416,7 +476,7 @@ def infer(
     pandas.DataFrame
         The GRN's edges: columns ``tf``, ``target`` and ``importance``, sorted by decreasing
         importance, then ``tf``, ``target``; ``attrs`` records ``method``, ``k``,
-        ``strategy`` and ``seed``.
+        ``strategy``, ``tf_targets`` and ``seed``.
 
     Examples
     --------
@@ -426,19 +486,28 @@ def infer(
     >>> train, test = gg.pp.train_test_split(adata, n_test=100)
     >>> grn = gg.grn.infer(train, tfs=gg.datasets.tf_list("human"), k=15)  # doctest: +SKIP
     >>> grn.head(3)  # doctest: +SKIP
+    >>> cascade = gg.grn.infer(train, tfs=gg.datasets.tf_list("human"), tf_targets=True)  # doctest: +SKIP
+    >>> gg.grn.levels(cascade).value_counts()  # doctest: +SKIP
     """
     k = check_positive_int(k, "k")
     if strategy not in STRATEGIES:
         raise InvalidInputError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    tf_targets = check_bool(tf_targets, "tf_targets")
     table = importance_table(
         adata, tfs, method=method, seed=seed, client=client, layer=layer, progress=progress
     )
-    grn = from_importances(table, k=k, strategy=strategy)
+    grn = from_importances(table, k=k, strategy=strategy, tf_targets=tf_targets)
     if grn.empty:
+        which = "" if tf_targets else " that is not itself a regulator"
         raise InvalidInputError(
-            "the inferred GRN has no edges (no TF has a positive importance for any target "
-            "that is not itself a regulator)"
+            f"the inferred GRN has no edges (no TF has a positive importance for any target{which})"
         )
     method_name = method if isinstance(method, str) else getattr(method, "__name__", "callable")
-    grn.attrs = {"method": method_name, "k": k, "strategy": strategy, "seed": seed}
+    grn.attrs = {
+        "method": method_name,
+        "k": k,
+        "strategy": strategy,
+        "tf_targets": tf_targets,
+        "seed": seed,
+    }
     return grn

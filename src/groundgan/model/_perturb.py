@@ -37,7 +37,7 @@ from mudata import MuData
 from .._files import atomic_write_bytes
 from .._keys import CONTROL_MODALITY, PERTURBATIONS_KEY
 from .._seeds import check_seed, resolve_seed
-from .._validation import InvalidInputError, check_positive_int, format_names
+from .._validation import InvalidInputError, check_bool, check_positive_int, format_names
 from .._version import __version__
 from ..grn._dag import distances_from
 from ..nn import GenerationRecord
@@ -392,9 +392,7 @@ def _record_to(record: GenerationRecord, device: torch.device) -> GenerationReco
 
 def check_trained(model: GeneratorModel, allow_untrained: bool, what: str) -> None:
     """Refuse an untrained model (stage 2 has no steps) unless ``allow_untrained``."""
-    if not isinstance(allow_untrained, (bool, np.bool_)):
-        raise InvalidInputError(f"allow_untrained must be True or False, got {allow_untrained!r}")
-    if not allow_untrained and not model.is_trained_:
+    if not check_bool(allow_untrained, "allow_untrained") and not model.is_trained_:
         raise InvalidInputError(
             f"the model is not trained (stage 2 has no steps), so {what} would give untrained "
             "cells: call model.train() first, or pass allow_untrained=True to get them anyway"

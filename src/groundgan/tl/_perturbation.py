@@ -8,6 +8,7 @@ from mudata import MuData
 
 from .._keys import CONTROL_MODALITY, LEGACY_PERTURBATION_KEY, PERTURBATIONS_KEY
 from .._validation import InvalidInputError, format_names, to_dense
+from ..grn._dag import distances_from
 
 __all__ = ["perturbation_effect"]
 
@@ -21,6 +22,16 @@ EFFECT_COLUMNS = [
     "fraction_changed",
     "is_target",
     "is_perturbed_tf",
+    "distance",
+]
+DISTANCE_COLUMNS = [
+    "perturbation",
+    "distance",
+    "n_genes",
+    "n_changed",
+    "mean_abs_log2fc",
+    "max_abs_log2fc",
+    "mean_fraction_changed",
 ]
 
 
@@ -95,6 +106,7 @@ def effect_of(mdata: MuData, key: str, grn: pd.DataFrame, pseudocount: float) ->
     tfs = perturbed_tfs(mdata, key)
     targets = set(grn.loc[grn["tf"].isin(tfs), "target"])
     genes = mdata.mod[CONTROL].var_names.astype(str)
+    reached = distances_from(zip(grn["tf"], grn["target"], strict=True), tfs)
     mean_c, mean_p = Xc.mean(axis=0), Xp.mean(axis=0)
     return pd.DataFrame(
         {
@@ -106,18 +118,47 @@ def effect_of(mdata: MuData, key: str, grn: pd.DataFrame, pseudocount: float) ->
             "fraction_changed": (Xp != Xc).mean(axis=0),
             "is_target": genes.isin(list(targets)),
             "is_perturbed_tf": genes.isin(tfs),
+            "distance": np.array([reached.get(g, -1) for g in genes], dtype=np.int64),
         }
     )
 
 
+def by_distance(effect: pd.DataFrame) -> pd.DataFrame:
+    """The per-gene effect table summarised per (perturbation, distance)."""
+    table = effect.assign(abs_log2fc=effect["log2fc"].abs(), changed=effect["fraction_changed"] > 0)
+    summary = table.groupby(["perturbation", "distance"], sort=False).agg(
+        n_genes=("gene", "size"),
+        n_changed=("changed", "sum"),
+        mean_abs_log2fc=("abs_log2fc", "mean"),
+        max_abs_log2fc=("abs_log2fc", "max"),
+        mean_fraction_changed=("fraction_changed", "mean"),
+    )
+    summary = summary.reset_index()
+    # perturbations in their order; reached distances increasing, genes not reached (-1) last
+    position = {name: i for i, name in enumerate(pd.unique(effect["perturbation"]))}
+    order = summary.assign(
+        _perturbation=summary["perturbation"].map(position),
+        _distance=summary["distance"].where(summary["distance"] >= 0, np.iinfo(np.int64).max),
+    ).sort_values(["_perturbation", "_distance"], kind="mergesort")
+    summary = summary.loc[order.index]
+    summary["n_changed"] = summary["n_changed"].astype(np.int64)
+    return summary.reset_index(drop=True)[DISTANCE_COLUMNS]
+
+
 def perturbation_effect(
-    mdata: MuData, *, key: str | None = None, pseudocount: float = 1.0
+    mdata: MuData,
+    *,
+    key: str | None = None,
+    pseudocount: float = 1.0,
+    by: str = "gene",
 ) -> pd.DataFrame:
-    """Per gene and perturbation: mean expression in control and perturbed cells, log2FC.
+    """Per gene and perturbation: mean expression in control and perturbed cells, log2FC;
+    or the same summarised by distance from the perturbed TFs.
 
     Control and perturbed cells are matched row by row (same noise, same cell), so
     ``fraction_changed`` counts the cells in which the gene's value changed at all: 0 for every
-    gene that is not a direct target of a perturbed TF.
+    gene that is not downstream of a perturbed TF (a direct target in a bipartite GRN; in a
+    cascade, targets of targets too).
 
     Parameters
     ----------
@@ -129,24 +170,38 @@ def perturbation_effect(
         Added to both means before the ratio, in output units (library-size-normalised
         expression, 20,000 per cell by default): ``log2fc = log2((mean_perturbed + pc) /
         (mean_control + pc))``, finite for genes that are zero on one side.
+    by
+        ``"gene"``: one row per gene; ``"distance"``: one row per distance from the
+        perturbed TFs in the imposed GRN.
 
     Returns
     -------
     pandas.DataFrame
-        Long format, one row per (perturbation, gene), genes in the data's order; columns
-        ``perturbation``, ``gene``, ``mean_control``, ``mean_perturbed``, ``log2fc``,
-        ``fraction_changed``, ``is_target`` (a direct target of a perturbed TF in the
-        imposed GRN) and ``is_perturbed_tf``.
+        With ``by="gene"``: long format, one row per (perturbation, gene), genes in the data's
+        order; columns ``perturbation``, ``gene``, ``mean_control``, ``mean_perturbed``,
+        ``log2fc``, ``fraction_changed``, ``is_target`` (a direct target of a perturbed TF in
+        the imposed GRN), ``is_perturbed_tf`` and ``distance`` (the shortest path from the
+        perturbed TFs: 0 for themselves, 1 for direct targets, 2 for targets of targets, ...;
+        -1 for genes they do not reach).
+
+        With ``by="distance"``: one row per (perturbation, distance), reached distances in
+        increasing order and -1 last; columns ``perturbation``, ``distance``, ``n_genes``,
+        ``n_changed`` (genes changed in at least one cell), ``mean_abs_log2fc``,
+        ``max_abs_log2fc`` and ``mean_fraction_changed``.
 
     Examples
     --------
     >>> ko = model.perturb({"SPI1": 0.0}, n_cells=1000, seed=0)
     >>> effect = gg.tl.perturbation_effect(ko)
     >>> effect.query("is_target").sort_values("log2fc").head()
+    >>> gg.tl.perturbation_effect(ko, by="distance")
     """
     if not np.isfinite(pseudocount) or pseudocount <= 0:
         raise InvalidInputError(f"pseudocount must be a positive number, got {pseudocount!r}")
+    if by not in ("gene", "distance"):
+        raise InvalidInputError(f'by must be "gene" or "distance", got {by!r}')
     keys = perturbation_keys(mdata, key)
     grn = imposed_grn(mdata)
     tables = [effect_of(mdata, k, grn, float(pseudocount)) for k in keys]
-    return pd.concat(tables, ignore_index=True)[EFFECT_COLUMNS]
+    effect = pd.concat(tables, ignore_index=True)[EFFECT_COLUMNS]
+    return effect if by == "gene" else by_distance(effect)
