@@ -157,6 +157,71 @@ def test_result_outputs(sem):
         res.auprc = 0.5  # frozen
 
 
+def cascade_cells(n_cells=2000, seed=0):
+    """Linear structural equations on a known cascade: 6 root TFs regulate 3 regulated TFs,
+    and all 9 regulate 30 targets."""
+    rng = np.random.default_rng(seed)
+    roots = [f"R{i}" for i in range(6)]
+    middle = [f"M{i}" for i in range(3)]
+    targets = [f"G{j}" for j in range(30)]
+    R = rng.gamma(2.0, size=(n_cells, 6))
+    edges = []
+    M = rng.gamma(2.0, size=(n_cells, 3))
+    for j, tf in enumerate(middle):
+        regulators = rng.choice(6, 2, replace=False)
+        M[:, j] += R[:, regulators].sum(axis=1)
+        edges += [(roots[r], tf) for r in regulators]
+    tfs = np.c_[R, M]
+    Y = rng.gamma(2.0, size=(n_cells, 30))
+    for j, target in enumerate(targets):
+        regulators = rng.choice(9, 2, replace=False)
+        Y[:, j] += tfs[:, regulators].sum(axis=1)
+        edges += [((roots + middle)[r], target) for r in regulators]
+    sim = ad.AnnData(np.c_[tfs, Y].astype(np.float32))
+    sim.var_names = roots + middle + targets
+    return sim, pd.DataFrame(edges, columns=["tf", "target"])
+
+
+def test_edge_kinds_of_a_cascade_are_scored_apart():
+    sim, grn = cascade_cells()
+    res = grn_benchmark(sim, grn, method=METHODS["pearson"])
+    kinds = res.by_edge_kind
+    assert list(kinds.index) == ["TF -> TF", "TF -> target"]
+    # the 3 regulated TFs are targets with 9 - 1 candidate regulators each; targets have 9
+    assert kinds.loc["TF -> TF", "n_candidates"] == 3 * 8
+    assert kinds.loc["TF -> target", "n_candidates"] == 30 * 9
+    assert kinds["n_edges"].tolist() == [6, 60]
+    assert kinds.loc["TF -> TF", "auprc_random"] == pytest.approx(6 / 24)
+    assert kinds["auprc_ratio"].gt(2).all()
+    assert res.per_target["is_tf"].sum() == 3
+    assert "TF -> TF" in repr(res)
+    # each kind is ranked on its own: TF -> TF edges ranked first, TF -> target edges last
+    edges = set(zip(grn["tf"], grn["target"], strict=True))
+    table = pd.DataFrame(
+        [
+            (tf, gene, float(((tf, gene) in edges) == gene.startswith("M")))
+            for tf in sim.var_names[:9]
+            for gene in sim.var_names[6:]
+            if tf != gene
+        ],
+        columns=["tf", "target", "importance"],
+    )
+    mixed = grn_benchmark(sim, grn, method=table).by_edge_kind
+    assert mixed.loc["TF -> TF", "auprc"] == pytest.approx(1.0)
+    assert mixed.loc["TF -> target", "auprc"] == pytest.approx(60 / 270)  # all edges last
+
+
+def test_a_bipartite_grn_has_no_tf_to_tf_candidates(sem):
+    sim, grn = sem
+    res = grn_benchmark(sim, grn, method=METHODS["pearson"])
+    kinds = res.by_edge_kind
+    assert kinds.loc["TF -> TF", "n_candidates"] == 0
+    assert np.isnan(kinds.loc["TF -> TF", "auprc"])
+    assert kinds.loc["TF -> target", "auprc"] == pytest.approx(res.auprc)
+    assert "TF -> TF" not in repr(res)
+    assert not res.per_target["is_tf"].any()
+
+
 def test_layer_is_used(sem):
     sim, grn = sem
     sim = sim.copy()

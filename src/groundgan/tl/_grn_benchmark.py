@@ -34,8 +34,15 @@ class GRNBenchmarkResult:
     precision_at_k_random
         Its expectation for a random ranking: mean of ``k / n_candidate_TFs``.
     per_target
-        One row per target: ``in_degree``, ``n_candidates``, ``precision_at_k``,
+        One row per target: ``is_tf`` (the target is itself a TF of the imposed GRN: a
+        regulated TF of a cascade), ``in_degree``, ``n_candidates``, ``precision_at_k``,
         ``precision_at_k_random``, ``auprc`` (average precision over that target's TFs).
+    by_edge_kind
+        The candidate pairs split by the kind of their target, one row each for
+        ``"TF -> TF"`` (targets that are TFs of the imposed GRN) and ``"TF -> target"``
+        (the others): ``n_candidates``, ``n_edges``, ``auprc``, ``auprc_random``,
+        ``auprc_ratio``. Each kind is ranked on its own; a kind without candidates or without
+        imposed edges has NaN figures (a bipartite GRN has no ``"TF -> TF"`` candidates).
     curve
         The precision-recall curve over all candidate pairs: ``precision``, ``recall``,
         ``threshold`` (NaN on the last point).
@@ -56,6 +63,7 @@ class GRNBenchmarkResult:
     precision_at_k_random: float
     per_target: pd.DataFrame = field(repr=False)
     curve: pd.DataFrame = field(repr=False)
+    by_edge_kind: pd.DataFrame = field(repr=False)
     method: str = "unknown"
     n_tfs: int = 0
     n_targets: int = 0
@@ -63,7 +71,8 @@ class GRNBenchmarkResult:
 
     def to_series(self) -> pd.Series:
         """The scalar figures as a :class:`pandas.Series` named after the method."""
-        values = {k: v for k, v in asdict(self).items() if k not in ("per_target", "curve")}
+        tables = ("per_target", "curve", "by_edge_kind")
+        values = {k: v for k, v in asdict(self).items() if k not in tables}
         name = values.pop("method")
         return pd.Series(values, name=name, dtype=np.float64)
 
@@ -74,8 +83,23 @@ class GRNBenchmarkResult:
             f"    AUPRC          {self.auprc:.4f}  (random {self.auprc_random:.4f}, "
             f"ratio {self.auprc_ratio:.2f})\n"
             f"    precision@k    {self.precision_at_k:.4f}  "
-            f"(random {self.precision_at_k_random:.4f})"
+            f"(random {self.precision_at_k_random:.4f})" + self._edge_kind_lines()
         )
+
+    def _edge_kind_lines(self) -> str:
+        """AUPRC per edge kind, shown when the imposed GRN has TF -> TF edges."""
+        if not self.by_edge_kind["n_edges"].get(TF_TO_TF, 0):
+            return ""
+        return "".join(
+            f"\n    AUPRC {kind:<12} {row.auprc:.4f}  (random {row.auprc_random:.4f}, "
+            f"{int(row.n_edges)} edges)"
+            for kind, row in self.by_edge_kind.iterrows()
+        )
+
+
+#: Edge kinds of :attr:`GRNBenchmarkResult.by_edge_kind`, by the kind of the target.
+TF_TO_TF = "TF -> TF"
+TF_TO_TARGET = "TF -> target"
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +234,7 @@ def _expected_precision_at_k(scores: np.ndarray, labels: np.ndarray, k: int) -> 
     return float(hits / k)
 
 
-def _per_target(pairs: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+def _per_target(pairs: pd.DataFrame, targets: list[str], tfs: set[str]) -> pd.DataFrame:
     from sklearn.metrics import average_precision_score
 
     rows = []
@@ -221,6 +245,7 @@ def _per_target(pairs: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
         rows.append(
             {
                 "target": target,
+                "is_tf": target in tfs,
                 "in_degree": k,
                 "n_candidates": labels.size,
                 "precision_at_k": _expected_precision_at_k(scores, labels, k),
@@ -302,6 +327,30 @@ def grn_benchmark(
     return _summarize(pairs, targets, _method_name(method), len(tfs), len(edges))
 
 
+def _by_edge_kind(pairs: pd.DataFrame, tfs: set[str]) -> pd.DataFrame:
+    """AUPRC of the TF -> TF and the TF -> target candidate pairs, each ranked on its own."""
+    from sklearn.metrics import average_precision_score
+
+    to_tf = pairs["target"].isin(tfs).to_numpy()
+    rows = {}
+    for kind, mask in ((TF_TO_TF, to_tf), (TF_TO_TARGET, ~to_tf)):
+        labels = pairs["label"].to_numpy(bool)[mask]
+        scores = pairs["score"].to_numpy(np.float64)[mask]
+        n_edges = int(labels.sum())
+        auprc = float(average_precision_score(labels, scores)) if n_edges else np.nan
+        density = n_edges / labels.size if n_edges else np.nan
+        rows[kind] = {
+            "n_candidates": int(labels.size),
+            "n_edges": n_edges,
+            "auprc": auprc,
+            "auprc_random": density,
+            "auprc_ratio": auprc / density if n_edges else np.nan,
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "edge_kind"
+    return table
+
+
 def _summarize(
     pairs: pd.DataFrame, targets: list[str], method: str, n_tfs: int, n_edges: int
 ) -> GRNBenchmarkResult:
@@ -319,7 +368,8 @@ def _summarize(
             "threshold": np.append(thresholds, np.nan),
         }
     )
-    per_target = _per_target(pairs, targets)
+    tfs = set(pairs["tf"])
+    per_target = _per_target(pairs, targets, tfs)
     return GRNBenchmarkResult(
         auprc=auprc,
         auprc_random=density,
@@ -328,6 +378,7 @@ def _summarize(
         precision_at_k_random=float(per_target["precision_at_k_random"].mean()),
         per_target=per_target,
         curve=curve,
+        by_edge_kind=_by_edge_kind(pairs, tfs),
         method=method,
         n_tfs=n_tfs,
         n_targets=len(targets),
