@@ -330,3 +330,19 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
     assert (tmp_path / "c.png").stat().st_size > 10_000
     table = curve.markdown_table([record])
     assert table.count("\n") == 1 + 1 + len(record["points"])  # header, rule, control, points
+
+
+def test_recovery_from_simulated_cells_leaves_out_silent_genes(bench, pbmc_grn_cells):
+    """Real cells stand in for simulated ones; a target zero in every cell is left out of both
+    scores instead of failing GRNBoost2's input check."""
+    recovery = bench("grn_recovery")
+    cells, grn = pbmc_grn_cells
+    silent = grn["target"].iloc[0]
+    cells.X = cells.X.toarray() if hasattr(cells.X, "toarray") else cells.X
+    cells.X[:, cells.var_names.get_loc(silent)] = 0
+    tfs = sorted(set(grn["tf"]))
+    negative = grn.assign(tf=grn["tf"].map(dict(zip(tfs, tfs[1:] + tfs[:1]))))
+    imposed, control, n_silent = recovery.recover_from_simulated(cells, grn, negative, seed=0)
+    assert n_silent == 1
+    assert silent not in set(imposed.per_target.index) | set(control.per_target.index)
+    assert imposed.n_edges == (grn["target"] != silent).sum()
