@@ -21,8 +21,7 @@ import copy
 import hashlib
 import io
 import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -36,6 +35,12 @@ from mudata import MuData
 
 from .._files import atomic_write_bytes
 from .._keys import CONTROL_MODALITY, PERTURBATIONS_KEY
+from .._perturbation_spec import (
+    Perturbation,
+    Perturbations,
+    parse_perturbation_specs,
+    perturbation_table,
+)
 from .._seeds import check_seed, resolve_seed
 from .._validation import InvalidInputError, check_bool, check_positive_int, format_names
 from .._version import __version__
@@ -48,11 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Perturbation", "Perturbations", "ReplayState", "perturb", "replay_state"]
 
-#: A perturbation ``{TF: value}`` or a list of them.
-Perturbations = Mapping[str, float] | Sequence[Mapping[str, float]]
-
 CONTROL = CONTROL_MODALITY
-MODES = ("set", "scale")
 STATE_KIND = "groundgan.ReplayState"
 STATE_FORMAT = 1
 #: Parts of the module that determine generated cells (and so enter the fingerprint).
@@ -60,65 +61,12 @@ GENERATION_PREFIXES = ("controller.", "target_generators.", "ema.", "tf_index", 
 
 
 # perturbations ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Perturbation:
-    """One perturbation: TF -> value (``mode="set"``) or factor (``mode="scale"``)."""
-
-    values: dict[str, float]
-    mode: str
-
-    @property
-    def name(self) -> str:
-        """Modality name: ``"SPI1=0"``, ``"GATA1=0,TAL1=0"``, ``"SPI1*2"``."""
-        sign = "=" if self.mode == "set" else "*"
-        return ",".join(f"{g}{sign}{format_value(v)}" for g, v in self.values.items())
-
-
-def format_value(value: float) -> str:
-    """Shortest readable form of ``value`` that reads back as the same float."""
-    short = f"{value:g}"
-    return short if float(short) == value else repr(value)
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise InvalidInputError(f"unknown perturbation mode {mode!r}; use 'set' or 'scale'")
-    return mode
-
-
 def parse_perturbations(
     model: GeneratorModel, perturbations: Perturbations, mode: str
 ) -> list[Perturbation]:
-    """Validate ``perturbations`` (a dict or a list of dicts) into :class:`Perturbation` s."""
-    mode = check_mode(mode)
-    if isinstance(perturbations, Mapping):
-        items = [perturbations]
-    elif isinstance(perturbations, Sequence) and not isinstance(perturbations, str):
-        items = list(perturbations)
-    else:
-        raise InvalidInputError(
-            "perturbations must be a dict {TF: value} or a list of such dicts, got "
-            f"{type(perturbations).__name__}"
-        )
-    if not items:
-        raise InvalidInputError("no perturbation given: pass a dict {TF: value} or a list of them")
-    parsed, seen = [], set()
-    for i, item in enumerate(items):
-        if not isinstance(item, Mapping):
-            raise InvalidInputError(
-                f"perturbation #{i} is a {type(item).__name__}, not a dict {{TF: value}}"
-            )
-        if not item:
-            raise InvalidInputError(f"perturbation #{i} is empty: name at least one TF")
-        values = {
-            check_tf(model, gene): check_value(gene, value, mode) for gene, value in item.items()
-        }
-        perturbation = Perturbation(values, mode)
-        if perturbation.name in seen:
-            raise InvalidInputError(f"perturbation {perturbation.name!r} is given twice")
-        seen.add(perturbation.name)
-        parsed.append(perturbation)
-    return parsed
+    """Validate ``perturbations`` (a dict or a list of dicts) into :class:`Perturbation` s of
+    the model's TFs."""
+    return parse_perturbation_specs(perturbations, mode, lambda gene: check_tf(model, gene))
 
 
 def check_tf(model: GeneratorModel, gene) -> str:
@@ -136,23 +84,6 @@ def check_tf(model: GeneratorModel, gene) -> str:
     raise InvalidInputError(
         f"gene {gene!r} is not one of the model's genes (TFs: {format_names(layout.tfs)})"
     )
-
-
-def check_value(gene: str, value, mode: str) -> float:
-    """A finite, non-negative number (an expression value or a factor)."""
-    what = "value" if mode == "set" else "factor"
-    if isinstance(value, (bool, np.bool_)):
-        raise InvalidInputError(f"{what} for {gene!r} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{what} for {gene!r} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise InvalidInputError(
-            f"{what} for {gene!r} must be finite and >= 0 (expression cannot be negative), "
-            f"got {value!r}"
-        )
-    return number
 
 
 # replay state ----------------------------------------------------------------------------
@@ -526,14 +457,6 @@ def replay_cells(
 
 
 # MuData ----------------------------------------------------------------------------------
-def perturbation_table(perturbations: Sequence[Perturbation]) -> pd.DataFrame:
-    """One row per (modality, gene): ``modality``, ``gene``, ``value``, ``mode``."""
-    rows = [
-        (p.name, gene, value, p.mode) for p in perturbations for gene, value in p.values.items()
-    ]
-    return pd.DataFrame(rows, columns=["modality", "gene", "value", "mode"])
-
-
 def direct_targets(grn: pd.DataFrame, tfs) -> set[str]:
     """Targets of any of ``tfs`` in ``grn``."""
     return set(grn.loc[grn["tf"].isin(list(tfs)), "target"])
