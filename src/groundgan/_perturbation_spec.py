@@ -10,13 +10,16 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import mudata
 import numpy as np
 import pandas as pd
 
 from ._validation import InvalidInputError
+from .grn._dag import distances_from
 
 __all__ = [
     "MODES",
+    "adopt_pull_on_update",
     "Perturbation",
     "Perturbations",
     "check_mode",
@@ -24,6 +27,7 @@ __all__ = [
     "format_value",
     "parse_perturbation_specs",
     "perturbation_table",
+    "perturbation_var_columns",
 ]
 
 #: A perturbation ``{TF: value}`` or a list of them.
@@ -114,3 +118,36 @@ def perturbation_table(perturbations: Sequence[Perturbation]) -> pd.DataFrame:
         (p.name, gene, value, p.mode) for p in perturbations for gene, value in p.values.items()
     ]
     return pd.DataFrame(rows, columns=["modality", "gene", "value", "mode"])
+
+
+def perturbation_var_columns(grn: pd.DataFrame, tfs: Sequence[str], genes) -> dict[str, np.ndarray]:
+    """The ``var`` columns of a perturbed modality: ``perturbed_tf``, ``direct_target`` (a
+    target of any perturbed TF), ``downstream`` (a descendant at any distance) and
+    ``distance`` (the shortest path from the perturbed TFs: 0 for themselves, -1 for genes
+    they do not reach)."""
+    genes = pd.Index(genes)
+    reached = distances_from(zip(grn["tf"], grn["target"], strict=True), tfs)
+    distance = np.array([reached.get(g, -1) for g in genes], dtype=np.int64)
+    targets = set(grn.loc[grn["tf"].isin(list(tfs)), "target"])
+    return {
+        "perturbed_tf": genes.isin(list(tfs)),
+        "direct_target": genes.isin(list(targets)),
+        "downstream": distance > 0,
+        "distance": distance,
+    }
+
+
+def adopt_pull_on_update() -> None:
+    """Adopt mudata's coming default ``pull_on_update=False`` unless the user has chosen.
+
+    The perturbation MuData is built for it (obs columns are pulled explicitly). With the
+    option unset, mudata 0.3 emits a ``FutureWarning`` at every ``update()``, ``copy()``,
+    slice and ``write()`` of the result; setting it (globally: mudata has no per-object
+    option) silences them. An explicit ``mudata.set_options(pull_on_update=...)`` is kept.
+    """
+    try:
+        from mudata._core.config import OPTIONS
+    except ImportError:  # a mudata without the transitional option
+        return
+    if "pull_on_update" in OPTIONS and OPTIONS["pull_on_update"] is None:
+        mudata.set_options(pull_on_update=False)

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import mudata
 import numpy as np
 import pandas as pd
 import torch
@@ -38,13 +37,14 @@ from .._keys import CONTROL_MODALITY, PERTURBATIONS_KEY
 from .._perturbation_spec import (
     Perturbation,
     Perturbations,
+    adopt_pull_on_update,
     parse_perturbation_specs,
     perturbation_table,
+    perturbation_var_columns,
 )
 from .._seeds import check_seed, resolve_seed
 from .._validation import InvalidInputError, check_bool, check_positive_int, format_names
 from .._version import __version__
-from ..grn._dag import distances_from
 from ..nn import GenerationRecord
 from . import _sampling
 
@@ -457,18 +457,6 @@ def replay_cells(
 
 
 # MuData ----------------------------------------------------------------------------------
-def direct_targets(grn: pd.DataFrame, tfs) -> set[str]:
-    """Targets of any of ``tfs`` in ``grn``."""
-    return set(grn.loc[grn["tf"].isin(list(tfs)), "target"])
-
-
-def distance_column(grn: pd.DataFrame, tfs, genes) -> np.ndarray:
-    """Shortest path length from any of ``tfs`` to each gene in ``genes`` (the perturbed TFs
-    0, their direct targets 1, ...); -1 for genes they do not reach."""
-    distance = distances_from(zip(grn["tf"], grn["target"], strict=True), tfs)
-    return np.array([distance.get(g, -1) for g in genes], dtype=np.int64)
-
-
 def modality(
     model: GeneratorModel,
     name: str,
@@ -484,31 +472,12 @@ def modality(
     obs["cell"] = cells
     obs["perturbation"] = name
     obs["zero_cell"] = zero
-    tfs = {} if perturbation is None else perturbation.values
-    var["perturbed_tf"] = var.index.isin(list(tfs))
-    distance = distance_column(model.layout.grn, tfs, var.index)
-    var["direct_target"] = var.index.isin(list(direct_targets(model.layout.grn, tfs)))
-    var["downstream"] = distance > 0
-    var["distance"] = distance
+    tfs = [] if perturbation is None else list(perturbation.values)
+    for column, values in perturbation_var_columns(model.layout.grn, tfs, var.index).items():
+        var[column] = values
     if perturbation is not None:
         uns[PERTURBATIONS_KEY] = perturbation_table([perturbation])
     return AnnData(X=X, obs=obs, var=var, uns=uns)
-
-
-def adopt_pull_on_update() -> None:
-    """Adopt mudata's coming default ``pull_on_update=False`` unless the user has chosen.
-
-    The perturbation MuData is built for it (obs columns are pulled explicitly). With the
-    option unset, mudata 0.3 emits a ``FutureWarning`` at every ``update()``, ``copy()``,
-    slice and ``write()`` of the result; setting it (globally: mudata has no per-object
-    option) silences them. An explicit ``mudata.set_options(pull_on_update=...)`` is kept.
-    """
-    try:
-        from mudata._core.config import OPTIONS
-    except ImportError:  # a mudata without the transitional option
-        return
-    if "pull_on_update" in OPTIONS and OPTIONS["pull_on_update"] is None:
-        mudata.set_options(pull_on_update=False)
 
 
 def to_mudata(

@@ -7,8 +7,8 @@ import pandas as pd
 from mudata import MuData
 
 from .._keys import CONTROL_MODALITY, LEGACY_PERTURBATION_KEY, PERTURBATIONS_KEY
+from .._perturbation_spec import perturbation_var_columns
 from .._validation import InvalidInputError, format_names, to_dense
-from ..grn._dag import distances_from
 
 __all__ = ["perturbation_effect"]
 
@@ -104,9 +104,8 @@ def effect_of(mdata: MuData, key: str, grn: pd.DataFrame, pseudocount: float) ->
     """Per-gene effect table of one perturbation modality."""
     Xc, Xp = paired_matrices(mdata, key)
     tfs = perturbed_tfs(mdata, key)
-    targets = set(grn.loc[grn["tf"].isin(tfs), "target"])
     genes = mdata.mod[CONTROL].var_names.astype(str)
-    reached = distances_from(zip(grn["tf"], grn["target"], strict=True), tfs)
+    roles = perturbation_var_columns(grn, tfs, genes)
     mean_c, mean_p = Xc.mean(axis=0), Xp.mean(axis=0)
     return pd.DataFrame(
         {
@@ -116,9 +115,9 @@ def effect_of(mdata: MuData, key: str, grn: pd.DataFrame, pseudocount: float) ->
             "mean_perturbed": mean_p,
             "log2fc": np.log2((mean_p + pseudocount) / (mean_c + pseudocount)),
             "fraction_changed": (Xp != Xc).mean(axis=0),
-            "is_target": genes.isin(list(targets)),
-            "is_perturbed_tf": genes.isin(tfs),
-            "distance": np.array([reached.get(g, -1) for g in genes], dtype=np.int64),
+            "is_target": roles["direct_target"],
+            "is_perturbed_tf": roles["perturbed_tf"],
+            "distance": roles["distance"],
         }
     )
 
