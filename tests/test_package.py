@@ -198,6 +198,8 @@ DATA_PARAMETERS = {
     "tl.paga_trajectory": 1,
     "tl.trajectory_agreement": 2,
     "tl.perturbation_effect": 1,
+    "tl.linear_propagation": 3,
+    "tl.ridge_coefficients": 2,
     "pl.embedding": 2,
     "pl.evaluation": 1,
     "pl.paga_compare": 2,
