@@ -70,3 +70,21 @@ def test_quickstart_notebook_runs(tmp_path):
     assert "same cells: True" in text  # a saved and loaded model samples the same cells
     assert "control" in text and "rf_auroc" in text  # the evaluation table
     assert f"n_obs × n_vars = {SHORT['N_CELLS']} ×" in text  # the simulated cells
+
+
+def test_cascades_notebook_runs(tmp_path):
+    notebook = nbformat.read(NOTEBOOKS / "cascades.ipynb", as_version=4)
+    short = {"N_TOP_GENES": 150, "N_TEST": 100, "K": 3, "STEPS_STAGE1": 10, "STEPS_STAGE2": 10}
+    with_parameters(notebook, {**short, "N_CELLS": 200})
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    text = outputs_text(notebook)
+    assert "TF -> TF" in text  # the inferred GRN is a cascade
+    assert "control == sample: True" in text
+    assert "genes changed that are not downstream: 0" in text  # non-descendants are exact
+    assert "mean_abs_log2fc linear" in text  # the comparison with linear propagation
