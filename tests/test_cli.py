@@ -237,6 +237,8 @@ def test_schema_follows_the_model_api():
             '[grn]\nstrategy = "best"\n',
             "[grn] strategy: expected one of 'top', 'positive_control', 'negative_control'",
         ),
+        ('[grn]\ntf_targets = "yes"\n', "[grn] tf_targets: expected true or false, got 'yes'"),
+        ("[grn]\ntf_targets = 1\n", "[grn] tf_targets: expected true or false, got 1 (integer)"),
         ('[data]\ndataset = "pbmc"\n', "[data] dataset: expected one of 'pbmc68k_reduced'"),
         ('[data]\ndataset = "paul15"\npath = "cells.h5ad"\n', "give exactly one of 'dataset'"),
         (
@@ -438,6 +440,36 @@ def test_run_directory_is_locked(run_copy, capsys):
         handle.flush()
         assert run_cli(run_copy / "config.toml") == 2
     assert "another groundgan run is using" in one_line_error(capsys)
+
+
+# ----------------------------------------------------------------------------- [grn] tf_targets
+
+
+def test_grn_tf_targets_infers_a_cascade_and_its_absence_a_bipartite_grn(tmp_path, capsys):
+    """``tf_targets = true``: some TF regulates another TF (an acyclic GRN of more than two
+    levels). Switching it off makes the grn step stale, and its rerun writes a bipartite GRN.
+    Pearson importances keep it fast; the acyclic top-k rule is the same for every method."""
+    config = tiny_config(tmp_path, grn={"tf_targets": True, "method": "pearson"})
+    capsys.readouterr()
+    assert run_cli(config, "--step", "preprocess", "--step", "grn") == 0
+    assert "levels below the root TFs" in capsys.readouterr().out
+    cascade = gg.grn.read(tmp_path / "run" / "grn.csv")
+    assert cascade["target"].isin(set(cascade["tf"])).any()  # a TF -> TF edge
+    assert gg.grn.levels(cascade).max() >= 2
+    assert cascade.groupby("target").size().max() <= 3
+    marker = json.loads((tmp_path / "run" / "steps" / "grn.json").read_text())
+    assert marker["settings"]["grn"]["tf_targets"] is True
+
+    off = "grn.tf_targets=false"
+    assert states(capsys, config)["grn"] == "done"
+    capsys.readouterr()
+    assert run_cli(config, "--check", "--set", off) == 0
+    assert "grn         stale" in capsys.readouterr().out
+    assert run_cli(config, "--step", "grn", "--set", off) == 0
+    assert "levels below the root TFs" not in capsys.readouterr().out
+    bipartite = gg.grn.read(tmp_path / "run" / "grn.csv")
+    assert not set(bipartite["tf"]) & set(bipartite["target"])
+    assert gg.grn.levels(bipartite).max() == 1
 
 
 # ----------------------------------------------------------------------------- [perturb] TFs
