@@ -1,9 +1,12 @@
-"""Train a tiny GroundGAN in a separate process, for the kill-and-resume tests.
+"""Train a tiny GroundGAN or GAN baseline in a separate process, for the kill-and-resume tests.
 
 Usage: ``python resume_worker.py CONFIG.json``. The JSON config holds
 
-* ``data``: an ``.h5ad`` file of library-size-normalised cells, ``grn``: a GRN CSV file;
-* ``model_kwargs`` and ``train_kwargs``: arguments of ``GroundGAN`` and ``GroundGAN.train``;
+* ``data``: an ``.h5ad`` file of library-size-normalised cells, ``grn``: a GRN CSV file
+  (GroundGAN);
+* ``model`` (optional): ``"GroundGAN"`` (default) or a GAN baseline's class name, set up with
+  ``labels_key`` (optional) instead of a GRN;
+* ``model_kwargs`` and ``train_kwargs``: arguments of the model and of its ``train``;
 * ``pause_at`` (optional): ``[stage, completed_steps]``; before the step after that point the
   worker writes its pid to ``ready_file`` and sleeps, so a test can kill it at a known place
   (a checkpoint written at that point or earlier is on disk);
@@ -52,8 +55,14 @@ def main(config_path: str) -> None:
     config = json.loads(Path(config_path).read_text())
     deterministic()
     adata = ad.read_h5ad(config["data"])
-    gg.GroundGAN.setup_anndata(adata, grn=pd.read_csv(config["grn"]))
-    model = gg.GroundGAN(adata, **config["model_kwargs"])
+    name = config.get("model", "GroundGAN")
+    if name == "GroundGAN":
+        cls = gg.GroundGAN
+        cls.setup_anndata(adata, grn=pd.read_csv(config["grn"]))
+    else:
+        cls = getattr(gg.baselines, name)
+        cls.setup_anndata(adata, labels_key=config.get("labels_key"))
+    model = cls(adata, **config["model_kwargs"])
     if config.get("pause_at"):
         stage, completed = config["pause_at"]
         pause_before(stage, int(completed), Path(config["ready_file"]))

@@ -7,9 +7,18 @@ run many times faster single-threaded on a loaded machine).
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from anndata import AnnData
@@ -20,7 +29,7 @@ from groundgan.baselines import CWGAN, CscGAN, ScGAN
 from groundgan.baselines._base import _largest_remainder
 from groundgan.baselines._conditional import ConditionalStage
 from groundgan.nn import CausalController, Critic
-from groundgan.train import ControllerStage
+from groundgan.train import ControllerStage, WGANGPStage
 
 LIBRARY_SIZE = 20_000
 N_GENES = 100
@@ -414,3 +423,195 @@ def test_training_refuses_labels_the_model_does_not_know(split, tmp_path):
     other.obs[LABELS] = other.obs[LABELS].cat.rename_categories(lambda c: f"x{c}")
     with pytest.raises(InvalidInputError, match="labels the model does not know"):
         CscGAN.load(tmp_path, adata=other).train(max_steps=1, **TRAIN_KWARGS)
+
+
+# ----------------------------------------------------------------------------- the runner
+# GAN baselines train through groundgan.train.TrainingRunner, as GroundGAN does: checkpoints,
+# resume after SIGKILL or Ctrl-C, validation and the speed options.
+RUN_STEPS = 12
+RUN_KWARGS = dict(
+    batch_size=32,
+    lr=1e-3,
+    lr_final=1e-4,
+    seed=3,
+    device="cpu",
+    progress_bar=False,
+    log_every=2,
+    checkpoint_every=4,
+)
+WORKER = Path(__file__).with_name("resume_worker.py")
+
+
+@contextmanager
+def _deterministic():
+    """One thread and deterministic kernels, as in the worker process."""
+    strict = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(strict)
+
+
+def _run(name: str, cells: AnnData, checkpoint_dir=None, **changes):
+    cls, labels_key, extra = CASES[name]
+    model = _tiny(cls, cells.copy(), labels_key, **extra)
+    with _deterministic():
+        kwargs = {"max_steps": RUN_STEPS, **RUN_KWARGS, **changes}
+        model.train(checkpoint_dir=checkpoint_dir, **kwargs)
+    return model
+
+
+def _assert_same_run(model, reference) -> None:
+    state, ref = model.module.state_dict(), reference.module.state_dict()
+    assert [k for k in ref if not torch.equal(state[k], ref[k])] == []
+    pd.testing.assert_frame_equal(model.history_, reference.history_)
+    assert model.steps_ == reference.steps_ == RUN_STEPS
+
+
+@pytest.fixture(scope="module")
+def references(split, tmp_path_factory) -> dict:
+    """One uninterrupted run per model, every checkpoint kept."""
+    out = {}
+    for name in CASES:
+        directory = tmp_path_factory.mktemp(f"reference-{name}")
+        out[name] = _run(name, split[0], directory, keep_checkpoints=100)
+    return out
+
+
+def _checkpoint_names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("checkpoint-*.pt"))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_checkpoints_of_a_baseline_run(references, name, tmp_path):
+    reference = references[name]
+    directory = tmp_path / "ck"
+    model = _run(name, reference.adata, directory, keep_checkpoints=2)
+    assert _checkpoint_names(directory) == [
+        "checkpoint-stage1-000000008.pt",
+        "checkpoint-stage1-000000012.pt",
+    ]
+    _assert_same_run(model, reference)
+    payload = torch.load(directory / "checkpoint-stage1-000000012.pt", weights_only=True)
+    assert payload["steps"] == {name: RUN_STEPS} and payload["train_seed"] == 3
+    assert payload["history"]["stage"][-1] == name
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sigkill_and_resume_is_bitwise(references, name, tmp_path):
+    reference = references[name]
+    data = tmp_path / "cells.h5ad"
+    reference.adata.write_h5ad(data)
+    directory, ready = tmp_path / "ck", tmp_path / "ready"
+    config = {
+        "data": str(data),
+        "model": name,
+        "labels_key": CASES[name][1],
+        "model_kwargs": {**MODEL_KWARGS, **CASES[name][2]},
+        "train_kwargs": {"max_steps": RUN_STEPS, **RUN_KWARGS, "checkpoint_dir": str(directory)},
+        "pause_at": [name, 6],
+        "ready_file": str(ready),
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), str(tmp_path / "config.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not ready.exists():
+            assert proc.poll() is None, f"worker exited early: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "worker did not reach its pause point"
+            time.sleep(0.05)
+        assert _checkpoint_names(directory)[-1] == "checkpoint-stage1-000000004.pt"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    resumed = _run(name, reference.adata, directory)
+    _assert_same_run(resumed, reference)
+
+
+@pytest.mark.usefixtures("default_sigint")
+@pytest.mark.parametrize("name", list(CASES))
+def test_ctrl_c_writes_a_checkpoint_and_training_resumes_bitwise(
+    references, name, tmp_path, monkeypatch
+):
+    reference = references[name]
+    original, calls = WGANGPStage.step, []
+
+    def step_with_ctrl_c(stage):
+        calls.append(stage.name)
+        if len(calls) == 6:
+            signal.raise_signal(signal.SIGINT)  # arrives during step 6
+        return original(stage)
+
+    monkeypatch.setattr(WGANGPStage, "step", step_with_ctrl_c)
+    directory = tmp_path / "ck"
+    with pytest.raises(gg.TrainingInterrupted, match=f"{name}: interrupted after step 6"):
+        _run(name, reference.adata, directory)
+    monkeypatch.undo()
+    assert _checkpoint_names(directory)[-1] == "checkpoint-stage1-000000006.pt"
+    _assert_same_run(_run(name, reference.adata, directory), reference)
+
+
+def test_checkpoint_of_another_model_is_refused(references, tmp_path):
+    directory = tmp_path / "ck"
+    _run("ScGAN", references["ScGAN"].adata, directory, max_steps=4)
+    with pytest.raises(InvalidInputError, match="written by another model"):
+        _run("CscGAN", references["CscGAN"].adata, directory)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_validation_keeps_a_history_and_the_best_model(references, split, name, tmp_path):
+    directory = tmp_path / "ck"
+    model = _run(
+        name, references[name].adata, directory, validation_adata=split[1], validate_every=4
+    )
+    history = model.validation_history_
+    assert history["step"].tolist() == [4, 8, 12] and (history["stage"] == name).all()
+    assert history["rf_auroc"].between(0, 1).all() and (history["euclidean"] > 0).all()
+    best = json.loads((directory / "best" / "validation.json").read_text())
+    row = history.sort_values(["euclidean"]).iloc[0]
+    assert best["step"] == row["step"] and best["euclidean"] == pytest.approx(row["euclidean"])
+    loaded = type(model).load(directory / "best")
+    assert loaded.steps_ == best["step"]
+    # validating does not touch the training stream: the weights are the plain run's
+    _assert_same_run(model, references[name])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_precision_and_cuda_graphs(references, name):
+    reference = references[name]
+    strict = _run(name, reference.adata, precision="fp32-strict")
+    _assert_same_run(strict, reference)  # no TF32 on a CPU anyway
+    with pytest.warns(RuntimeWarning, match="CUDA graphs need a CUDA device"):
+        ready = _run(name, reference.adata, max_steps=4, cuda_graphs=True)
+    eager = _run(name, reference.adata, max_steps=4)
+    np.testing.assert_allclose(
+        ready.history_["critic_loss"], eager.history_["critic_loss"], rtol=1e-3, atol=1e-3
+    )
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"precision": "fp16"}, "precision must be one of"),
+        ({"cuda_graphs": "yes"}, "cuda_graphs must be True or False"),
+        ({"checkpoint_every": 0}, "checkpoint_every must be a positive integer"),
+        ({"keep_checkpoints": 0}, "keep_checkpoints must be a positive integer"),
+        ({"validate_every": 0, "validation_adata": "test"}, "validate_every must be"),
+    ],
+)
+def test_bad_training_options_are_refused_before_the_directory_exists(
+    split, changes, message, tmp_path
+):
+    if changes.get("validation_adata") == "test":
+        changes["validation_adata"] = split[1]
+    with pytest.raises(InvalidInputError, match=message):
+        _run("ScGAN", split[0], tmp_path / "ck", **changes)
+    assert not (tmp_path / "ck").exists()

@@ -357,9 +357,9 @@ def test_a_call_after_an_interruption_goes_on_with_the_same_stage(
     with pytest.raises(KeyboardInterrupt):
         model.train(**TRAIN)
     monkeypatch.undo()
-    stage = model._stages["stage2"]
+    stage = model._runner.stages["stage2"]
     model.train(**TRAIN)
-    assert model._stages["stage2"] is stage
+    assert model._runner.stages["stage2"] is stage
     adata, grn = pbmc_grn_cells
     gg.GroundGAN.setup_anndata(adata, grn=grn)
     once = gg.GroundGAN(adata, **tiny_model_kwargs)
@@ -389,7 +389,7 @@ def test_a_larger_stage_1_total_after_stage_2_warns(trained):
 def test_fp32_strict_turns_tf32_off_and_equals_fp32_on_cpu(
     pbmc_grn_cells, tiny_model_kwargs, monkeypatch
 ):
-    from groundgan.model._groundgan import performance_options
+    from groundgan.train import performance_options
     from groundgan.train import _performance
 
     assert performance_options("fp32", False).tf32

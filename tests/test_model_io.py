@@ -17,8 +17,9 @@ import torch
 
 import groundgan as gg
 from groundgan._validation import InvalidInputError
-from groundgan.model import _io
-from groundgan.model._io import Checkpointer, CheckpointLockedError
+from groundgan import _files
+from groundgan.train import _checkpoints
+from groundgan.train._checkpoints import Checkpointer, CheckpointLockedError
 
 SHORT = dict(
     max_steps_stage1=2,
@@ -125,10 +126,10 @@ def test_planted_pickle_as_checkpoint_is_refused(adata, tiny_model_kwargs, tmp_p
     )
     marker = tmp_path / "marker"
     planted = directory / "checkpoint-stage2-000000099.pt"
-    torch.save({"format": _io.CHECKPOINT_FORMAT, "module": Planted(marker)}, planted)
+    torch.save({"format": _checkpoints.CHECKPOINT_FORMAT, "module": Planted(marker)}, planted)
     data = planted.read_bytes()
     manifest = {
-        "format": _io.CHECKPOINT_FORMAT,
+        "format": _checkpoints.CHECKPOINT_FORMAT,
         "sha256": hashlib.sha256(data).hexdigest(),
         "size": len(data),
         "steps": {"stage1": 2, "stage2": 99},
@@ -236,8 +237,8 @@ def test_batch_shrinks_to_the_cells_with_a_warning(adata, tiny_model_kwargs):
     model = gg.GroundGAN(adata[:12].copy(), **tiny_model_kwargs)
     with pytest.warns(UserWarning, match="batch size 16 exceeds the 12 training cells; using 12"):
         model.train(**SHORT)
-    assert model._stages["stage1"].settings.batch_size == 12
-    assert model._stages["stage2"].settings.batch_size == 12
+    assert model._runner.stages["stage1"].settings.batch_size == 12
+    assert model._runner.stages["stage2"].settings.batch_size == 12
     assert model.steps_ == {"stage1": 2, "stage2": 2}
 
 
@@ -262,14 +263,14 @@ def test_bad_checkpoint_arguments_create_nothing(
 # atomic writes and the lock -------------------------------------------------------------------
 def test_atomic_write_leaves_old_file_on_crash(tmp_path, monkeypatch):
     target = tmp_path / "f.bin"
-    _io.atomic_write_bytes(target, b"old")
+    _files.atomic_write_bytes(target, b"old")
 
     def crash(*args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        _io.atomic_write_bytes(target, b"new")
+        _files.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 

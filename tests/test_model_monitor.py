@@ -14,7 +14,8 @@ import torch
 
 import groundgan as gg
 from groundgan._validation import InvalidInputError
-from groundgan.model._monitor import ValidationMonitor, is_better, validation_matrix
+from groundgan.model._monitor import validation_matrix
+from groundgan.train._runner import is_better
 
 TRAIN = dict(
     max_steps_stage1=4,
@@ -115,33 +116,34 @@ def test_bad_validation_data_is_refused(split, tiny_model_kwargs, tmp_path, make
 def test_missing_genes_are_named(split, tiny_model_kwargs):
     model = gg.GroundGAN(split[0], **tiny_model_kwargs)
     with pytest.raises(InvalidInputError, match=str(split[1].var_names[0])):
-        validation_matrix(model, split[1][:, 1:].copy(), seed=0)
+        validation_matrix(model.layout.var_names, None, split[1][:, 1:].copy(), seed=0)
 
 
 def test_validation_cells_are_aligned_and_capped(split, tiny_model_kwargs):
     model = gg.GroundGAN(split[0], **tiny_model_kwargs)
+    genes = model.layout.var_names
     validation = split[1]
     shuffled = validation[:, ::-1].copy()
     assert np.array_equal(
-        validation_matrix(model, shuffled, 0), validation_matrix(model, validation, 0)
+        validation_matrix(genes, None, shuffled, 0), validation_matrix(genes, None, validation, 0)
     )
     many = ad.concat([validation] * 11, index_unique="-")
-    capped = validation_matrix(model, many, seed=0)
+    capped = validation_matrix(genes, None, many, seed=0)
     assert capped.shape == (1000, validation.n_vars)
-    assert np.array_equal(capped, validation_matrix(model, many, seed=0))
+    assert np.array_equal(capped, validation_matrix(genes, None, many, seed=0))
 
 
 def test_stage1_calls_are_skipped(split, tiny_model_kwargs):
     model = gg.GroundGAN(split[0], **tiny_model_kwargs)
-    monitor = ValidationMonitor(model, split[1], None, seed=0)
-    monitor.hook(SimpleNamespace(name="stage1"), 10)
+    hook = model._runner.validation_hook("stage2", lambda: {"euclidean": 1.0}, None, None)
+    hook(SimpleNamespace(name="stage1"), 10)
     assert model.validation_history_.empty
 
 
 def test_best_is_lowest_euclidean_then_auroc_nearest_half():
-    history = pd.DataFrame({"euclidean": [5.0, 3.0], "rf_auroc": [0.6, 0.7]})
+    history = [{"euclidean": 5.0, "rf_auroc": 0.6}, {"euclidean": 3.0, "rf_auroc": 0.7}]
     assert is_better({"euclidean": 2.0, "rf_auroc": 0.9}, history)
     assert not is_better({"euclidean": 4.0, "rf_auroc": 0.5}, history)
     assert is_better({"euclidean": 3.0, "rf_auroc": 0.45}, history)
     assert not is_better({"euclidean": 3.0, "rf_auroc": 0.2}, history)
-    assert is_better({"euclidean": 9.0, "rf_auroc": 1.0}, pd.DataFrame())
+    assert is_better({"euclidean": 9.0, "rf_auroc": 1.0}, [])

@@ -63,7 +63,7 @@ def test_the_default_recipe_is_the_paper(pbmc_grn_cells, tiny_model_kwargs):
 
 def test_explicit_arguments_override_the_recipe(model):
     model.train(recipe="fast", lr_stage1=5e-4, batch_size_stage2=64, ema_decay=0.9, **STEPS)
-    s1, s2 = model._stages["stage1"].settings, model._stages["stage2"].settings
+    s1, s2 = model._runner.stages["stage1"].settings, model._runner.stages["stage2"].settings
     assert (s1.lr_generator, s1.lr_generator_final) == (5e-4, FAST.lr_stage1_final)
     assert (s1.max_steps, s2.max_steps) == (6, 6)
     assert s2.batch_size == 64 and s2.ema_decay == 0.9

@@ -23,7 +23,9 @@ import pytest
 import torch
 
 import groundgan as gg
-from groundgan.model._io import Checkpointer, CheckpointLockedError, verify
+from groundgan.model._io import model_fingerprint
+from groundgan.train._checkpoints import Checkpointer, CheckpointLockedError, verify
+from groundgan.train._runner import Checkpoints
 from groundgan.train import GroundGANStage, NonFiniteLossError, TrainingInterrupted, WGANGPStage
 
 WORKER = Path(__file__).with_name("resume_worker.py")
@@ -305,13 +307,14 @@ def test_global_random_states_are_restored(cells, reference, tmp_path):
     copy_checkpoints(reference["dir"], tmp_path / "ck", "checkpoint-stage1-000000004.pt")
     payload = torch.load(tmp_path / "ck" / "checkpoint-stage1-000000004.pt", weights_only=True)
     model = new_model(cells)
-    model._rng = torch.Generator().manual_seed(0)
+    model._runner.generator(torch.device("cpu"), 0)
     np.random.seed(12345)  # noqa: NPY002 (the legacy global state is under test)
-    Checkpointer(tmp_path / "ck", 3, None).resume(model)
+    files = Checkpointer(tmp_path / "ck", 3, None)
+    Checkpoints(model._runner, files, model_fingerprint(model), None).resume()
     assert torch.equal(torch.get_rng_state(), payload["rng"]["torch"])
     keys = np.random.get_state()[1]  # noqa: NPY002
     assert np.array_equal(keys, payload["rng"]["numpy"]["keys"].numpy())
-    assert torch.equal(model._rng.get_state(), payload["rng"]["training"])
+    assert torch.equal(model._runner.rng.get_state(), payload["rng"]["training"])
 
 
 # non-finite losses --------------------------------------------------------------------------
@@ -344,12 +347,13 @@ def test_non_finite_weights_are_never_checkpointed(cells, tmp_path):
     model = new_model(cells)
     with torch.no_grad():
         next(model.module.labeler.parameters()).view(-1)[0] = float("inf")
-    checkpoints = Checkpointer.open(tmp_path / "ck", 2)
+    files = Checkpointer.open(tmp_path / "ck", 2)
+    checkpoints = Checkpoints(model._runner, files, model_fingerprint(model), None)
     try:
         with pytest.raises(NonFiniteLossError, match="stage1: non-finite weights after step 4"):
-            checkpoints.write(model, {"stage1": 4, "stage2": 0})
+            checkpoints.write({"stage1": 4, "stage2": 0})
     finally:
-        checkpoints.close()
+        files.close()
     assert names(tmp_path / "ck") == []
 
 

@@ -1,8 +1,9 @@
-"""Safe model files, shared by GroundGAN and the baselines.
+"""Safe model files, shared by GroundGAN, the baselines and the training runner.
 
-Atomic writes (a crash leaves the old file or the new one, never half of one), pickle-free
-loading of torch files, and the checks every model's ``save``/``load`` makes: where it may
-write, and whether an AnnData has the saved model's genes.
+Atomic writes of files and of whole directories (a crash leaves the old one or the new one,
+never half of one), pickle-free loading of torch files, and the checks every model's
+``save``/``load`` makes: where it may write, and whether an AnnData has the saved model's
+genes. Imports neither anndata nor pandas, so that :mod:`groundgan.train` may use it.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from anndata import AnnData
 from torch import nn
 
-from ._validation import InvalidInputError, format_names
+from ._errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -82,6 +87,37 @@ def load_weights(source: Path | bytes, what: str | Path, device: str | torch.dev
         ) from err
 
 
+def replace_dir_atomically(write: Callable[[Path], None], target: Path) -> None:
+    """Fill a fresh temporary directory with ``write(tmp)`` and swap it in for ``target``.
+
+    POSIX cannot rename a directory onto a non-empty one, so the old ``target`` is first moved
+    aside to ``.<name>.old`` (restored by :func:`recover_dir` should a crash fall in between).
+    """
+    tmp = target.with_name(f".{target.name}.tmp")
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    fsync_path(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(target: Path) -> None:
+    """Undo a swap by :func:`replace_dir_atomically` that a crash interrupted."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)
+    shutil.rmtree(target.with_name(f".{target.name}.tmp"), ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def check_save_dir(path: Path, overwrite: bool) -> None:
     """Refuse to save a model into a file, or into a non-empty directory without ``overwrite``."""
     if path.exists() and not path.is_dir():
@@ -94,6 +130,10 @@ def check_save_dir(path: Path, overwrite: bool) -> None:
 
 def check_same_genes(adata: AnnData, var_names: list[str]) -> None:
     """Refuse an AnnData whose genes are not the model's, in the same order."""
+    from anndata import AnnData
+
+    from ._validation import format_names
+
     if not isinstance(adata, AnnData):
         raise InvalidInputError(f"adata must be an AnnData, got {type(adata).__name__}")
     genes = list(map(str, adata.var_names))

@@ -11,7 +11,7 @@ normalised with statistics no training batch ever had (for cWGAN, whose label en
 layer as a constant input, BatchNorm would even subtract the label away). Each block of
 requested cells is therefore generated with the BatchNorm statistics of a *reference batch*
 whose labels are drawn from the training ratios, as in training (record, then replay, with
-:func:`groundgan.nn._blocks.batch_norm`).
+:func:`groundgan.nn.batch_norm`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,15 @@ from anndata import AnnData
 from torch import Tensor, nn
 
 from .._validation import InvalidInputError
-from ..nn import CausalController, Critic, LibrarySizeNormalization
-from ..nn._blocks import BatchStats, batch_norm, he_init_
-from ..train import StageSettings, WGANGPStage
+from ..nn import (
+    BatchStats,
+    CausalController,
+    Critic,
+    LibrarySizeNormalization,
+    batch_norm,
+    he_init_,
+)
+from ..train import PerformanceOptions, StageSettings, WGANGPStage
 from ._gan import _GANBaseline, _LabelledStage
 
 __all__ = ["CWGAN", "CscGAN"]
@@ -207,12 +213,14 @@ class ConditionalStage(_LabelledStage):
         settings: StageSettings,
         rng: torch.Generator,
         name: str = "conditional",
+        *,
+        performance: PerformanceOptions | None = None,
     ):
         self.name = name
         self.labels = labels
         self.batch_labels: Tensor | None = None
         self._labelled_critic = LabelledCritic(module.critic, lambda: self.batch_labels)
-        super().__init__(module, data, settings, rng)
+        super().__init__(module, data, settings, rng, performance=performance)
 
     @property
     def critic(self) -> nn.Module:
@@ -254,8 +262,16 @@ class _ConditionalGAN(_GANBaseline):
             generator, critic, self.init_params_["latent_dim"], self.library_size
         )
 
-    def _new_stage(self, data, labels, settings, rng) -> WGANGPStage:
-        return ConditionalStage(self.module, data, labels, settings, rng, name=type(self).__name__)
+    def _new_stage(self, data, labels, settings, rng, performance) -> WGANGPStage:
+        return ConditionalStage(
+            self.module,
+            data,
+            labels,
+            settings,
+            rng,
+            name=type(self).__name__,
+            performance=performance,
+        )
 
     def _generate_block(self, labels: Tensor, rng: torch.Generator) -> Tensor:
         """Cells of ``labels`` with the BatchNorm statistics of a training-like reference batch.

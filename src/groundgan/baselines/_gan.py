@@ -43,12 +43,21 @@ from .._validation import (
 from .._version import __version__
 from ..model._base import (
     Simulator,
+    checkpoint_fingerprint,
     resolve_library_size,
     verify_model_files,
     write_model_files,
 )
+from ..model._monitor import Validation, validation_frame
 from ..nn import CausalController, Critic, LibrarySizeNormalization
-from ..train import ControllerStage, StageSettings, WGANGPStage, run_stage
+from ..train import (
+    ControllerStage,
+    PerformanceOptions,
+    StageSettings,
+    TrainingRunner,
+    WGANGPStage,
+    performance_options,
+)
 from ._base import (
     NotTrainedError,
     _check_labels,
@@ -237,11 +246,9 @@ class _GANBaseline(Simulator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_params["seed"])
             self.module = self._build_module()
-        self.steps_ = 0
+        #: the state of the training run: steps, histories, the stage, the random stream
+        self._runner = TrainingRunner(self.module, (self._stage_name,))
         self.train_seed_: int | None = None
-        self.history_ = pd.DataFrame()
-        self._stage: WGANGPStage | None = None
-        self._rng: torch.Generator | None = None
 
     # what subclasses define ------------------------------------------------------------------
     def _check_model_params(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +264,12 @@ class _GANBaseline(Simulator):
         raise NotImplementedError
 
     def _new_stage(
-        self, data: Tensor, labels: Tensor, settings: StageSettings, rng: torch.Generator
+        self,
+        data: Tensor,
+        labels: Tensor,
+        settings: StageSettings,
+        rng: torch.Generator,
+        performance: PerformanceOptions,
     ) -> WGANGPStage:
         """The WGAN-GP stage that trains :attr:`module` on ``data`` (and its label codes)."""
         raise NotImplementedError
@@ -274,6 +286,35 @@ class _GANBaseline(Simulator):
     @property
     def is_trained_(self) -> bool:
         return self.steps_ > 0
+
+    @property
+    def _stage_name(self) -> str:
+        """The name of the model's one training stage (in its history and progress bar)."""
+        return type(self).__name__
+
+    @property
+    def steps_(self) -> int:
+        """Training steps so far."""
+        return self._runner.steps[self._stage_name]
+
+    @steps_.setter
+    def steps_(self, steps: int) -> None:
+        self._runner.steps[self._stage_name] = int(steps)
+
+    @property
+    def history_(self) -> pd.DataFrame:
+        """Training losses, one row per ``log_every`` steps (their mean)."""
+        return pd.DataFrame(self._runner.rows)
+
+    @property
+    def validation_history_(self) -> pd.DataFrame:
+        """One row per validation (``validation_adata`` of :meth:`train`): ``stage``,
+        ``step``, ``euclidean`` and ``rf_auroc``. Empty without validation."""
+        return validation_frame(self._runner.validation_rows)
+
+    @property
+    def _stage(self) -> WGANGPStage | None:
+        return self._runner.stages.get(self._stage_name)
 
     @property
     def device(self) -> torch.device:
@@ -327,6 +368,14 @@ class _GANBaseline(Simulator):
         seed: int = 0,
         progress_bar: bool = True,
         log_every: int = 100,
+        *,
+        precision: str = "fp32",
+        cuda_graphs: bool = False,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 10_000,
+        keep_checkpoints: int = 3,
+        validation_adata: AnnData | None = None,
+        validate_every: int = 10_000,
     ) -> None:
         """Train the WGAN-GP (defaults: the paper's stage-1 recipe, as for scGAN).
 
@@ -334,6 +383,13 @@ class _GANBaseline(Simulator):
         is one generator update after ``n_critic`` critic updates. Generator and critic learning
         rates decay exponentially from ``lr`` to ``lr_final`` over ``max_steps``; AdamW with
         AMSGrad and betas (0.5, 0.9).
+
+        Training runs through the same runner as :meth:`groundgan.GroundGAN.train`, with the
+        same checkpoints, resume, Ctrl-C behaviour, validation and speed options: a first
+        Ctrl-C finishes the step in progress, writes a checkpoint when there is a
+        ``checkpoint_dir`` and raises :class:`~groundgan.TrainingInterrupted`; training a model
+        with the same ``checkpoint_dir`` again (in this process or a new one) resumes from its
+        newest valid checkpoint, bit for bit as if it had not stopped.
 
         Parameters
         ----------
@@ -360,6 +416,34 @@ class _GANBaseline(Simulator):
             Show a tqdm progress bar.
         log_every
             Losses are averaged over this many steps into the ``history_`` table.
+        precision
+            ``"fp32"``, ``"fp32-strict"`` (no TF32 on CUDA) or ``"bf16"``, as in
+            :meth:`groundgan.GroundGAN.train`.
+        cuda_graphs
+            Capture each training step in a CUDA graph and replay it (CUDA only; elsewhere the
+            step runs eagerly, with a warning), as in :meth:`groundgan.GroundGAN.train`.
+        checkpoint_dir
+            Write checkpoints into this directory; a directory holding checkpoints of this
+            model is resumed from.
+        checkpoint_every
+            Steps between checkpoints.
+        keep_checkpoints
+            How many of the newest checkpoints to keep.
+        validation_adata
+            Held-out cells (the model's genes) compared every ``validate_every`` steps with as
+            many simulated cells (Euclidean centroid distance, a small RF AUROC) into
+            :attr:`validation_history_`; with ``checkpoint_dir`` the best model so far is kept
+            there as ``best/`` (a model directory :meth:`load` reads).
+        validate_every
+            Steps between two validations.
+
+        Raises
+        ------
+        ValueError
+            Naming the problem: non-positive steps, batch size or intervals, an invalid seed,
+            precision or device, validation cells without the model's genes, a checkpoint
+            directory of another model. :class:`~groundgan.model.CheckpointLockedError` when
+            another process trains into ``checkpoint_dir``.
         """
         if self.adata is None:
             raise InvalidInputError(
@@ -368,6 +452,7 @@ class _GANBaseline(Simulator):
         max_steps = check_positive_int(max_steps, "max_steps")
         log_every = check_positive_int(log_every, "log_every")
         seed = check_seed(seed)
+        performance = performance_options(precision, cuda_graphs)
         data, labels = self._training_tensors()
         settings = StageSettings(
             max_steps=max_steps,
@@ -380,49 +465,74 @@ class _GANBaseline(Simulator):
             lr_critic_final=float(lr_final),
             weight_decay=float(weight_decay),
         )
+        # every argument is checked before the checkpoint directory is created or locked
+        validation = None
+        if validation_adata is not None:
+            validate_every = check_positive_int(validate_every, "validate_every")
+            validation = Validation(
+                list(self.var_names), self.layer, validation_adata, self._simulate, seed
+            )
+        if checkpoint_dir:
+            checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+            check_positive_int(keep_checkpoints, "keep_checkpoints")
         target = resolve_device(device)
         self.module.to(target)
         data, labels = data.to(target), labels.to(target)
-        if self._rng is None or self._rng.device != data.device or seed != self.train_seed_:
-            self._rng = torch.Generator(device=data.device).manual_seed(seed)
-            self.train_seed_ = seed
-        stage = self._stage_for(data, labels, settings)
-        if self.steps_ >= max_steps:
-            return
-        rows: list[dict] = []
-        try:
-            rows = run_stage(
-                stage, self.steps_, max_steps, log_every=log_every, progress_bar=progress_bar
-            )
-        finally:
-            self.steps_ = stage.completed_steps
-            self.module.eval()
-            self.history_ = pd.concat([self.history_, pd.DataFrame(rows)], ignore_index=True)
-
-    def _stage_for(self, data: Tensor, labels: Tensor, settings: StageSettings) -> WGANGPStage:
-        """The training stage; optimiser state carries over from the previous call.
-
-        With the same settings on the same device the previous stage goes on; otherwise a new
-        one takes over its optimiser state and puts its schedule at :attr:`steps_`.
-        """
-        previous = self._stage
-        if (
-            previous is not None
-            and previous.settings == settings
-            and previous.data.device == data.device
-        ):
-            stage = previous
-            stage.data, stage.rng = data, self._rng
+        runner, name = self._runner, self._stage_name
+        runner.generator(data.device, seed)
+        self.train_seed_ = seed
+        with runner.checkpointing(
+            checkpoint_dir, keep_checkpoints, self._fingerprint(), self._checkpoint_extra
+        ) as checkpoints:
+            hooks = []
+            if validation is not None:  # before the checkpoint hook: a checkpoint holds its row
+                validate = runner.validation_hook(
+                    name, validation.evaluate, checkpoints, self._save_at
+                )
+                hooks.append((validate_every, validate))
+            if checkpoints is not None:
+                hooks.append((checkpoint_every, checkpoints.hook()))
+            stage = runner.stage(name, settings, performance, data, self._stage_builder(labels))
             if isinstance(stage, _LabelledStage):
                 stage.labels = labels
-        else:
-            stage = self._new_stage(data, labels, settings, self._rng)
-            if previous is not None:
-                stage.load_state_dict(previous.state_dict(), same_schedule=False)
-            stage.fast_forward(self.steps_)
-        stage.completed_steps = self.steps_
-        self._stage = stage
-        return stage
+            runner.train_stage(
+                name,
+                stage,
+                max_steps,
+                hooks=hooks,
+                log_every=log_every,
+                progress_bar=progress_bar,
+            )
+
+    def _stage_builder(self, labels: Tensor):
+        """How the runner builds this model's stage on cells with these label codes."""
+
+        def build(data, settings, rng, performance) -> WGANGPStage:
+            return self._new_stage(data, labels, settings, rng, performance)
+
+        return build
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed into this model."""
+        return checkpoint_fingerprint(
+            self, list(self.var_names), labels=[self.labels_, self.label_sizes_]
+        )
+
+    def _checkpoint_extra(self) -> dict[str, Any]:
+        return {"train_seed": self.train_seed_}
+
+    def _simulate(self, n_cells: int, seed: int) -> np.ndarray:
+        """``n_cells`` cells split over the labels by the training ratios (validation)."""
+        per_label = cells_per_label(
+            n_cells, None, self.labels_, self.label_sizes_, self.labels_key, ""
+        )
+        codes = np.repeat(np.arange(len(self.labels_)), per_label)
+        return self._generate(codes, seed)
+
+    def _save_at(self, directory: Path, steps: dict[str, int]) -> None:
+        """Save the model into ``directory`` (the best model so far; the runner's step count
+        already stands at ``steps``)."""
+        self.save(directory, overwrite=True)
 
     def _training_tensors(self) -> tuple[Tensor, Tensor]:
         """Cells (float32, dense) and their label codes (indices into :attr:`labels_`)."""
@@ -608,7 +718,7 @@ class _GANBaseline(Simulator):
         model.steps_ = int(meta["steps"])
         model.train_seed_ = meta.get("train_seed")
         if (path / HISTORY_FILE).is_file():
-            model.history_ = pd.read_csv(path / HISTORY_FILE)
+            model._runner.rows = pd.read_csv(path / HISTORY_FILE).to_dict("records")
         model.adata = adata
         if adata is not None and not cls.is_set_up(adata):
             cls.setup_anndata(
@@ -726,8 +836,8 @@ class ScGAN(_GANBaseline):
             self.library_size,
         )
 
-    def _new_stage(self, data, labels, settings, rng) -> WGANGPStage:
-        return ScGANStage(self.module, data, settings, rng)
+    def _new_stage(self, data, labels, settings, rng, performance) -> WGANGPStage:
+        return ScGANStage(self.module, data, settings, rng, performance=performance)
 
     def _generate_block(self, labels: Tensor, rng: torch.Generator) -> Tensor:
         noise = torch.randn(

@@ -434,7 +434,7 @@ class Pipeline:
     def _checkpoint_key(self) -> str:
         import hashlib
 
-        from ..model._io import FREE_PARAMS
+        from ..model._base import FREE_PARAMS
 
         model = {k: v for k, v in self.config["model"].items() if k not in FREE_PARAMS}
         text = json.dumps({"grn": self.hashes["grn"], "model": model}, sort_keys=True)

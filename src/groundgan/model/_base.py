@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -101,6 +101,27 @@ class Simulator:
 
     def __repr__(self) -> str:
         return "\n".join(self._repr_lines())
+
+
+# training checkpoints -----------------------------------------------------------------------
+#: Constructor arguments a checkpoint may be resumed across (no effect on weights or training).
+FREE_PARAMS = ("seed", "sample_block_size")
+
+
+def checkpoint_fingerprint(
+    model: Simulator, var_names: Sequence[str], **specific: Any
+) -> dict[str, Any]:
+    """What a training checkpoint must match to be resumed into ``model``: its class, its
+    constructor arguments (but :data:`FREE_PARAMS`), library size and genes, and whatever else
+    the model names in ``specific`` (GroundGAN: its GRN; conditional models: their labels)."""
+    init_params = json.loads(json.dumps(model.init_params_))
+    return {
+        "model": type(model).__name__,
+        "init_params": {k: v for k, v in init_params.items() if k not in FREE_PARAMS},
+        "library_size": float(model.library_size),
+        "genes_sha256": hashlib.sha256("\n".join(var_names).encode()).hexdigest(),
+        **specific,
+    }
 
 
 # the library-size rule ----------------------------------------------------------------------

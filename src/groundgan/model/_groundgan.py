@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -31,9 +31,9 @@ from ..train import (
     GROUNDGAN_STAGES,
     PerformanceOptions,
     StageSettings,
-    TrainingInterrupted,
+    TrainingRunner,
     WGANGPStage,
-    run_stage,
+    performance_options,
 )
 from . import _budget, _io, _monitor, _perturb, _recipes, _sampling
 from ._base import Simulator
@@ -184,15 +184,10 @@ class GroundGAN(Simulator):
                 width=width,
                 library_size=self.library_size,
             )
-        self.steps_ = {stage: 0 for stage in STAGES}
+        #: the state of the training run: steps, histories, stages, random stream
+        self._runner = TrainingRunner(self.module, STAGES)
         #: how the last train() call was set up: recipe, hyperparameters, time budget, speeds
         self.train_record_: dict[str, Any] = {}
-        self.history_ = pd.DataFrame()
-        self._running_rows: list[dict] = []  # loss rows of the stage being trained
-        self.validation_history_ = pd.DataFrame()
-        self._stages: dict[str, WGANGPStage] = {}
-        self._pending_stage_states: dict[str, dict] = {}
-        self._rng: torch.Generator | None = None
 
     # set-up --------------------------------------------------------------------------------
     @classmethod
@@ -243,6 +238,25 @@ class GroundGAN(Simulator):
     def is_trained_(self) -> bool:
         """True once stage 2 has trained (the model then samples from the full GRouNdGAN)."""
         return self.steps_["stage2"] > 0
+
+    @property
+    def steps_(self) -> dict[str, int]:
+        """Steps trained so far per stage (see the class docstring)."""
+        return self._runner.steps
+
+    @steps_.setter
+    def steps_(self, steps: dict[str, int]) -> None:
+        self._runner.steps = {stage: int(steps[stage]) for stage in STAGES}
+
+    @property
+    def history_(self) -> pd.DataFrame:
+        """Training losses, one row per logging window (see the class docstring)."""
+        return pd.DataFrame(self._runner.rows)
+
+    @property
+    def validation_history_(self) -> pd.DataFrame:
+        """One row per validation during stage 2 (see the class docstring)."""
+        return _monitor.validation_frame(self._runner.validation_rows)
 
     @property
     def grn(self) -> pd.DataFrame:
@@ -531,12 +545,15 @@ class GroundGAN(Simulator):
         for name in ("stage1", "stage2"):
             check_positive_int(settings[name].max_steps, f"max_steps_{name}")
         # every argument is checked before the checkpoint directory is created or locked
-        monitor = None
+        validation = None
         if validation_adata is not None:
             validate_every = check_positive_int(validate_every, "validate_every")
-            monitor = _monitor.ValidationMonitor(self, validation_adata, None, seed)
+            validation = _monitor.Validation(
+                self.layout.var_names, self._layer, validation_adata, self._simulate, seed
+            )
         if checkpoint_dir:
             checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+            check_positive_int(keep_checkpoints, "keep_checkpoints")
         user_hooks = self._callback_hooks(callbacks)
         clock = None if budget is None else _budget.TimeBudget(budget, share)
         run_names = tuple(
@@ -549,20 +566,19 @@ class GroundGAN(Simulator):
             "steps_per_second": {},
             "planned_steps": {},
         }
-        if self._rng is None or self._rng.device != data.device:
-            self._rng = torch.Generator(device=data.device).manual_seed(seed)
-        checkpoints = (
-            _io.Checkpointer.open(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
-        )
-        bar = None
-        try:
+        runner = self._runner
+        runner.generator(data.device, seed)
+        with runner.checkpointing(
+            checkpoint_dir, keep_checkpoints, _io.model_fingerprint(self)
+        ) as checkpoints:
             hooks = []
-            if monitor is not None:  # before the checkpoint hook: a checkpoint holds its step's row
-                monitor.checkpoints = checkpoints
-                hooks.append((validate_every, monitor.hook))
+            if validation is not None:  # before the checkpoint hook: a checkpoint holds its row
+                validate = runner.validation_hook(
+                    "stage2", validation.evaluate, checkpoints, self._save_at
+                )
+                hooks.append((validate_every, validate))
             if checkpoints is not None:
-                checkpoints.resume(self)
-                hooks.append((checkpoint_every, checkpoints.hook(self)))
+                hooks.append((checkpoint_every, checkpoints.hook()))
             hooks.extend(user_hooks)
             self._check_stage_order(run_names, max_steps_stage1, settings["stage1"].max_steps)
             # the controller is frozen once stage 2 has started
@@ -574,35 +590,37 @@ class GroundGAN(Simulator):
                 disable=not progress_bar,
                 dynamic_ncols=True,
             )
-            for name in to_run:
-                stage_settings = settings[name]
-                deadline = None
-                if clock is not None:
-                    stage_settings, deadline = self._fit_to_budget(
-                        name, stage_settings, performance, data, clock, run_names
+            try:
+                for name in to_run:
+                    stage_settings = settings[name]
+                    deadline = None
+                    if clock is not None:
+                        stage_settings, deadline = self._fit_to_budget(
+                            name, stage_settings, performance, data, clock, run_names
+                        )
+                        bar.total += stage_settings.max_steps - settings[name].max_steps
+                        bar.refresh()
+                    self._train_stage(
+                        name,
+                        stage_settings,
+                        performance,
+                        data,
+                        hooks,
+                        bar,
+                        log_every,
+                        deadline,
+                        hp.warm_start_critic,
                     )
-                    bar.total += stage_settings.max_steps - settings[name].max_steps
-                    bar.refresh()
-                self._train_stage(
-                    name,
-                    stage_settings,
-                    performance,
-                    data,
-                    hooks,
-                    bar,
-                    log_every,
-                    deadline,
-                    hp.warm_start_critic,
-                )
-        except TrainingInterrupted:
-            if checkpoints is not None:  # a clean stop: keep it, so that a resume starts here
-                checkpoints.write(self, dict(self.steps_))
-            raise
-        finally:
-            if bar is not None:
+            finally:
                 bar.close()
-            if checkpoints is not None:
-                checkpoints.close()
+
+    def _simulate(self, n_cells: int, seed: int) -> np.ndarray:
+        """``n_cells`` cells as a dense matrix (validation; the training stream is untouched)."""
+        return np.concatenate(list(_sampling.generate_blocks(self, n_cells, seed)), axis=0)
+
+    def _save_at(self, directory: Path, steps: dict[str, int]) -> None:
+        """Save the model into ``directory`` as standing at ``steps`` (the best model so far)."""
+        _io.save_model(self, directory, overwrite=True, steps=steps)
 
     def _check_stage_order(
         self, run_names: tuple[str, ...], asked_stage1: int | None, total_stage1: int
@@ -648,8 +666,7 @@ class GroundGAN(Simulator):
             every, callback = pair
             every = check_positive_int(every, "callback interval")
 
-            def hook(stage, step, callback=callback) -> None:
-                self.steps_[stage.name] = int(step)
+            def hook(stage, step, callback=callback) -> None:  # steps_ already counts step
                 callback(self, stage.name, int(step))
 
             hooks.append((every, hook))
@@ -674,8 +691,7 @@ class GroundGAN(Simulator):
             self.module.adopt_average("controller")
             if warm_start_critic:
                 self.module.critic.load_state_dict(self.module.controller_critic.state_dict())
-        stage = self._stage(name, settings, performance, data)
-        stage.completed_steps = start
+        stage = self._runner.stage(name, settings, performance, data, self._stage_builder(name))
         if name == "stage2" and start == 0 and self.calibrate_targets:
             stage.calibrate()
         stage.start_average()
@@ -686,61 +702,23 @@ class GroundGAN(Simulator):
             deadline,
             warn_long=data.device.type == "cpu" and deadline is None,
         )
-        self._running_rows = []
-        try:
-            run_stage(
-                stage,
-                start,
-                settings.max_steps,
-                log_every=log_every,
-                bar=bar,
-                hooks=hooks,
-                rows=self._running_rows,
-                stop_after=clock,
-            )
-        finally:  # also on an interruption: the steps and losses logged so far are kept
-            self.steps_[name] = stage.completed_steps
-            self.module.eval()
-            self.history_ = self._history_so_far()
-            self._running_rows = []
-
-    def _history_so_far(self) -> pd.DataFrame:
-        """:attr:`history_` with the rows already logged by the stage being trained."""
-        if not self._running_rows:
-            return self.history_
-        running = pd.DataFrame(self._running_rows)
-        if self.history_.empty:
-            return running
-        return pd.concat([self.history_, running], ignore_index=True)
-
-    def _stage(
-        self,
-        name: str,
-        settings: StageSettings,
-        performance: PerformanceOptions,
-        data: torch.Tensor,
-    ) -> WGANGPStage:
-        """The stage object of ``name``; optimiser and schedule state carry over between calls
-        and from a resumed checkpoint."""
-        stage = self._stages.get(name)
-        if (
-            stage is not None
-            and stage.settings == settings
-            and stage.performance == performance
-            and _same_tensor(stage.data, data)
-        ):
-            return stage
-        saved = self._pending_stage_states.pop(name, None)
-        if stage is not None:
-            saved = {"settings": asdict(stage.settings), **stage.state_dict()}
-        new = GROUNDGAN_STAGES[name](
-            self.module, data, settings, self._rng, performance=performance
+        self._runner.train_stage(
+            name,
+            stage,
+            settings.max_steps,
+            hooks=hooks,
+            log_every=log_every,
+            bar=bar,
+            stop_after=clock,
         )
-        if saved is not None:
-            new.load_state_dict(saved, same_schedule=saved["settings"] == asdict(settings))
-        new.fast_forward(self.steps_[name], keep_loaded=saved is not None)
-        self._stages[name] = new
-        return new
+
+    def _stage_builder(self, name: str):
+        """How the runner builds the stage object of ``name`` on this model's module."""
+
+        def build(data, settings, rng, performance) -> WGANGPStage:
+            return GROUNDGAN_STAGES[name](self.module, data, settings, rng, performance=performance)
+
+        return build
 
     def _training_tensor(self) -> torch.Tensor:
         if self.adata is None:
@@ -781,7 +759,7 @@ class GroundGAN(Simulator):
     def sample(
         self,
         n_cells: int,
-        seed: int | None = None,
+        seed: int | None = 0,
         path: str | Path | None = None,
         chunk_size: int | None = None,
         allow_untrained: bool = False,
@@ -797,7 +775,8 @@ class GroundGAN(Simulator):
         n_cells
             Number of cells.
         seed
-            Same seed (on the same device) -> identical cells. ``None`` draws one (recorded).
+            Same seed (on the same device) -> identical cells; 0 by default, as for every
+            model. ``None`` draws one (recorded in ``uns["groundgan"]["seed"]``).
         path
             Stream the cells into a new ``.h5ad`` file at this path (refused when it exists),
             with memory bounded by ``chunk_size``; the returned AnnData is then backed by that
@@ -834,7 +813,7 @@ class GroundGAN(Simulator):
 
     # perturbation --------------------------------------------------------------------------
     def replay_state(
-        self, n_cells: int, seed: int | None = None, allow_untrained: bool = False
+        self, n_cells: int, seed: int | None = 0, allow_untrained: bool = False
     ) -> _perturb.ReplayState:
         """The state that determines ``n_cells`` control cells, for exact, reusable replay.
 
@@ -852,8 +831,8 @@ class GroundGAN(Simulator):
         n_cells
             Number of control cells.
         seed
-            Seed of the cells, as in :meth:`sample` (``None`` draws one, recorded in the
-            state).
+            Seed of the cells, as in :meth:`sample` (default 0; ``None`` draws one, recorded
+            in the state).
         allow_untrained
             Draw the state of a model whose stage 2 has not trained (no steps), as in
             :meth:`sample`. Without it such a model is refused.
@@ -906,8 +885,8 @@ class GroundGAN(Simulator):
         n_cells
             Number of cells (not needed with ``state``).
         seed
-            Seed of the cells, as in :meth:`sample` (``None`` draws one, recorded in
-            ``uns["groundgan"]["seed"]``).
+            Seed of the cells, as in :meth:`sample`. ``None`` (the default): the seed of
+            ``state``, or 0 without one, the default of :meth:`sample`.
         mode
             ``"set"``: the TF's value becomes ``value`` in every cell (knockout: 0);
             ``"scale"``: the TF's value is multiplied by ``value`` (2: twofold overexpression).
@@ -1004,23 +983,3 @@ class GroundGAN(Simulator):
             "steps": dict(self.steps_),
             "training": self.train_record_,
         }
-
-
-#: ``precision`` values of :meth:`GroundGAN.train`.
-PRECISIONS = ("fp32", "fp32-strict", "bf16")
-
-
-def performance_options(precision: str, cuda_graphs: bool) -> PerformanceOptions:
-    """The training stages' speed paths for ``train(precision=..., cuda_graphs=...)``:
-    ``"fp32-strict"`` is float32 with TF32 off."""
-    if precision not in PRECISIONS:
-        raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp32-strict":
-        return PerformanceOptions(precision="fp32", tf32=False, cuda_graphs=cuda_graphs)
-    return PerformanceOptions(precision=precision, cuda_graphs=cuda_graphs)
-
-
-def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether two training tensors hold the same cells (each ``train()`` call builds a new
-    tensor from ``adata``, so identity says nothing; one comparison on the device does)."""
-    return a.shape == b.shape and a.device == b.device and bool(torch.equal(a, b))

@@ -365,6 +365,7 @@ def resolve_state(
     if state is None:
         if n_cells is None:
             raise InvalidInputError("n_cells is required (or pass a replay state as state=)")
+        seed = 0 if seed is None else seed  # sample()'s default
         return replay_state(model, n_cells, seed, allow_untrained)
     if not isinstance(state, ReplayState):
         raise InvalidInputError(f"state must be a ReplayState, got {type(state).__name__}")

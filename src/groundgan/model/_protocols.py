@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
     from ..nn import GroundGANModule
-    from ..train import WGANGPStage
+    from ..train import TrainingRunner
     from ._setup import GRNLayout
 
 
@@ -45,12 +45,9 @@ class TrainableModel(GeneratorModel, Protocol):
     adata: AnnData | None
     _layer: str | None
     train_record_: dict[str, Any]
-    history_: pd.DataFrame
-    validation_history_: pd.DataFrame
-    _stages: dict[str, WGANGPStage]
-    _pending_stage_states: dict[str, dict]
-    _rng: torch.Generator | None
+    _runner: TrainingRunner
 
-    def _history_so_far(self) -> pd.DataFrame: ...
+    @property
+    def history_(self) -> pd.DataFrame: ...
 
     def _state(self) -> dict[str, Any]: ...

@@ -1,6 +1,6 @@
 """Torch modules of GRouNdGAN. They know nothing of AnnData: genes are column indices."""
 
-from ._blocks import MLP, DenseLayer, LibrarySizeNormalization
+from ._blocks import MLP, BatchStats, DenseLayer, LibrarySizeNormalization, batch_norm, he_init_
 from ._networks import (
     CausalController,
     Critic,
@@ -13,6 +13,7 @@ from ._target_generators import TargetGenerators, paper_depth_width
 
 __all__ = [
     "MLP",
+    "BatchStats",
     "CausalController",
     "Critic",
     "DenseLayer",
@@ -21,6 +22,8 @@ __all__ = [
     "Labeler",
     "LibrarySizeNormalization",
     "TargetGenerators",
+    "batch_norm",
+    "he_init_",
     "labeler_genes",
     "paper_depth_width",
 ]

@@ -1,7 +1,9 @@
-"""WGAN-GP training: stages, the loop, schedules. Knows tensors and networks, not genes."""
+"""WGAN-GP training: stages, the loop, the runner, checkpoints. Knows tensors and networks, not
+genes."""
 
+from ._checkpoints import CheckpointLockedError, Checkpointer
 from ._loop import NonFiniteLossError, TrainingInterrupted, run_stage
-from ._performance import PerformanceOptions
+from ._performance import PerformanceOptions, performance_options
 from ._stages import (
     GROUNDGAN_STAGES,
     ControllerStage,
@@ -10,16 +12,21 @@ from ._stages import (
     WGANGPStage,
     gradient_penalty,
 )
+from ._runner import TrainingRunner
 
 __all__ = [
     "GROUNDGAN_STAGES",
+    "CheckpointLockedError",
+    "Checkpointer",
     "ControllerStage",
     "GroundGANStage",
     "NonFiniteLossError",
     "PerformanceOptions",
     "StageSettings",
     "TrainingInterrupted",
+    "TrainingRunner",
     "WGANGPStage",
     "gradient_penalty",
+    "performance_options",
     "run_stage",
 ]

@@ -53,6 +53,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from .._errors import InvalidInputError
+
 Precision = Literal["fp32", "bf16"]
 OptimizerImplementation = Literal["auto", "fused", "foreach", "for-loop"]
 
@@ -113,6 +115,30 @@ class PerformanceOptions:
             cuda_graphs=False,
         )
         return replace(options, **changes)
+
+
+#: ``precision`` values of the models' ``train()``.
+TRAIN_PRECISIONS: tuple[str, ...] = ("fp32", "fp32-strict", "bf16")
+
+
+def performance_options(precision: str, cuda_graphs: bool) -> PerformanceOptions:
+    """The stages' speed paths for a model's ``train(precision=..., cuda_graphs=...)``:
+    ``"fp32-strict"`` is float32 with TF32 off.
+
+    Raises
+    ------
+    InvalidInputError
+        An unknown ``precision``, or a ``cuda_graphs`` that is not a bool.
+    """
+    if precision not in TRAIN_PRECISIONS:
+        raise InvalidInputError(
+            f"precision must be one of {TRAIN_PRECISIONS}, got {precision!r}"
+        )
+    if not isinstance(cuda_graphs, bool):
+        raise InvalidInputError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
+    if precision == "fp32-strict":
+        return PerformanceOptions(precision="fp32", tf32=False, cuda_graphs=cuda_graphs)
+    return PerformanceOptions(precision=precision, cuda_graphs=cuda_graphs)
 
 
 # ------------------------------------------------------------------------------- residency
