@@ -1,8 +1,8 @@
 """Validation during training: cheap realism figures on held-out cells, and the best model.
 
-Every ``validate_every`` stage-2 steps the model simulates as many cells as there are
-validation cells (at most :data:`MAX_CELLS`, the same seed every time) and compares them with
-the validation cells by
+Every ``validate_every`` steps of its last stage (GroundGAN: stage 2; a GAN baseline: its one
+stage) a model simulates as many cells as there are validation cells (at most
+:data:`MAX_CELLS`, the same seed every time) and compares them with the validation cells by
 
 * the Euclidean distance between the per-gene means (centroids), and
 * the held-out AUROC of a small random forest (PCA 20, 50 trees) telling real from simulated,
