@@ -209,14 +209,12 @@ def simulate(model, stage: str, n_cells: int, seed: int) -> np.ndarray:
 
 def grn_recovery(model, data: dict, seed: int) -> dict:
     """Imposed vs negative-control AUPRC of GRNBoost2 on 1,000 simulated cells."""
-    import groundgan as gg
-
     from grn_recovery import recover_from_simulated  # this folder is on sys.path when run
 
+    import groundgan as gg
+
     sim = model.sample(1000, seed=seed)
-    imposed, control, silent = recover_from_simulated(
-        sim, data["imposed"], data["negative"], seed
-    )
+    imposed, control, silent = recover_from_simulated(sim, data["imposed"], data["negative"], seed)
     real = gg.tl.grn_benchmark(data["train"], data["imposed"], method="grnboost2", seed=seed)
     return {
         "genes_silent_in_simulated_cells": silent,

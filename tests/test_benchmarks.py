@@ -341,7 +341,7 @@ def test_recovery_from_simulated_cells_leaves_out_silent_genes(bench, pbmc_grn_c
     cells.X = cells.X.toarray() if hasattr(cells.X, "toarray") else cells.X
     cells.X[:, cells.var_names.get_loc(silent)] = 0
     tfs = sorted(set(grn["tf"]))
-    negative = grn.assign(tf=grn["tf"].map(dict(zip(tfs, tfs[1:] + tfs[:1]))))
+    negative = grn.assign(tf=grn["tf"].map(dict(zip(tfs, tfs[1:] + tfs[:1], strict=True))))
     imposed, control, n_silent = recovery.recover_from_simulated(cells, grn, negative, seed=0)
     assert n_silent == 1
     assert silent not in set(imposed.per_target.index) | set(control.per_target.index)

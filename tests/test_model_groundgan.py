@@ -389,8 +389,7 @@ def test_a_larger_stage_1_total_after_stage_2_warns(trained):
 def test_fp32_strict_turns_tf32_off_and_equals_fp32_on_cpu(
     pbmc_grn_cells, tiny_model_kwargs, monkeypatch
 ):
-    from groundgan.train import performance_options
-    from groundgan.train import _performance
+    from groundgan.train import _performance, performance_options
 
     assert performance_options("fp32", False).tf32
     assert not performance_options("fp32-strict", False).tf32

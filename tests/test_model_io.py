@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import groundgan as gg
-from groundgan._validation import InvalidInputError
 from groundgan import _files
+from groundgan._validation import InvalidInputError
 from groundgan.train import _checkpoints
 from groundgan.train._checkpoints import Checkpointer, CheckpointLockedError
 

@@ -24,9 +24,9 @@ import torch
 
 import groundgan as gg
 from groundgan.model._io import model_fingerprint
+from groundgan.train import GroundGANStage, NonFiniteLossError, TrainingInterrupted, WGANGPStage
 from groundgan.train._checkpoints import Checkpointer, CheckpointLockedError, verify
 from groundgan.train._runner import Checkpoints
-from groundgan.train import GroundGANStage, NonFiniteLossError, TrainingInterrupted, WGANGPStage
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 # tests/conftest.py's tiny_model_kwargs (a module-scoped reference run cannot use that fixture)

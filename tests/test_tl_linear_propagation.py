@@ -9,9 +9,8 @@ from anndata import AnnData
 from sklearn.linear_model import Ridge
 
 import groundgan as gg
-from groundgan._validation import InvalidInputError
-
 from conftest import cascade_grn  # tests/ is on sys.path (pytest's rootdir conftest)
+from groundgan._validation import InvalidInputError
 
 
 @pytest.fixture

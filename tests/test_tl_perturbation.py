@@ -156,7 +156,9 @@ def test_by_distance_summarises_the_gene_table(perturbed):
     assert summary["perturbation"].tolist() == [f"{tf1}*0"] * 3 + [f"{tf2}*3"] * 3
     assert summary["distance"].tolist() == [0, 1, -1, 0, 1, -1]
     for row in summary.itertuples():
-        rows = genes[(genes["perturbation"] == row.perturbation) & (genes["distance"] == row.distance)]
+        rows = genes[
+            (genes["perturbation"] == row.perturbation) & (genes["distance"] == row.distance)
+        ]
         assert row.n_genes == len(rows)
         assert row.n_changed == int((rows["fraction_changed"] > 0).sum())
         assert row.mean_abs_log2fc == pytest.approx(rows["log2fc"].abs().mean())

@@ -76,12 +76,17 @@ def test_stage_is_cached_until_settings_or_cells_change():
     assert runner.stage("stage1", settings(), PerformanceOptions(), cells.clone(), build) is stage
     moved = runner.stage("stage1", settings(lr_generator=5e-4), PerformanceOptions(), cells, build)
     assert moved is not stage
-    other_cells = runner.stage("stage1", settings(lr_generator=5e-4), PerformanceOptions(),
-                               cells + 1, build)
+    other_cells = runner.stage(
+        "stage1", settings(lr_generator=5e-4), PerformanceOptions(), cells + 1, build
+    )
     assert other_cells is not moved
     runner.generator(torch.device("cpu"), 9)  # a new stream: a new stage draws from it
-    assert runner.stage("stage1", settings(lr_generator=5e-4), PerformanceOptions(), cells + 1,
-                        build).rng is runner.rng
+    assert (
+        runner.stage(
+            "stage1", settings(lr_generator=5e-4), PerformanceOptions(), cells + 1, build
+        ).rng
+        is runner.rng
+    )
 
 
 def test_steps_and_rows_count_every_stage_and_hooks_see_the_step_counted():
@@ -97,7 +102,10 @@ def test_steps_and_rows_count_every_stage_and_hooks_see_the_step_counted():
         {"stage1": 4, "stage2": 3},
     ]
     assert [(r["stage"], r["step"]) for r in runner.rows] == [
-        ("stage1", 2), ("stage1", 4), ("stage2", 2), ("stage2", 3)
+        ("stage1", 2),
+        ("stage1", 4),
+        ("stage2", 2),
+        ("stage2", 3),
     ]
     train(runner, "stage2", cells, 3)  # a total already reached: nothing happens
     assert len(runner.rows) == 4
@@ -148,8 +156,9 @@ def test_ctrl_c_in_a_checkpointed_block_writes_the_step_it_stopped_at(tmp_path):
             signal.raise_signal(signal.SIGINT)
         return original(stage)
 
-    stage = runner.stage("stage1", settings(), PerformanceOptions(), cells,
-                         builder(runner, "stage1"))
+    stage = runner.stage(
+        "stage1", settings(), PerformanceOptions(), cells, builder(runner, "stage1")
+    )
     stage.step = lambda: step(stage)
     with pytest.raises(TrainingInterrupted, match="stage1: interrupted after step 3"):
         with runner.checkpointing(tmp_path, 3, FINGERPRINT):
@@ -170,8 +179,13 @@ def test_checkpoint_of_another_fingerprint_is_refused(tmp_path):
 
 def test_validation_rows_and_best_model(tmp_path):
     runner, cells = new_runner(), tiny_cells()
-    figures = iter([{"euclidean": 3.0, "rf_auroc": 0.9}, {"euclidean": 1.0, "rf_auroc": 0.7},
-                    {"euclidean": 2.0, "rf_auroc": 0.5}])
+    figures = iter(
+        [
+            {"euclidean": 3.0, "rf_auroc": 0.9},
+            {"euclidean": 1.0, "rf_auroc": 0.7},
+            {"euclidean": 2.0, "rf_auroc": 0.5},
+        ]
+    )
     written = []
 
     def write(directory, steps):

@@ -314,20 +314,16 @@ class _StatisticalBaseline(Simulator):
         write_model_files(path, files, overwrite)
 
     def _metadata(self) -> dict[str, Any]:
-        return {
-            "model": type(self).__name__,
-            "version": __version__,
-            "init_params": self.init_params_,
-            "library_size": self.library_size,
-            "layer": self.layer,
-            "labels_key": self.labels_key,
-            "count_source": self.count_source,
-            "n_cells_train": self.n_cells_train_,
-            "train_seed": self.train_seed_,
-            "groups": self.groups_,
-            "group_sizes": self.group_sizes_,
-            "param_names": [sorted(p) for p in self.params_],
-        }
+        return self._saved_record(
+            self.layer,
+            labels_key=self.labels_key,
+            count_source=self.count_source,
+            n_cells_train=self.n_cells_train_,
+            train_seed=self.train_seed_,
+            groups=self.groups_,
+            group_sizes=self.group_sizes_,
+            param_names=[sorted(p) for p in self.params_],
+        )
 
     @classmethod
     def load(cls, dir_path: str | Path, adata: AnnData | None = None):

@@ -11,7 +11,6 @@ of cells is generated; everything that touches AnnData lives here.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,9 +39,11 @@ from .._validation import (
     matrix_of,
     to_dense,
 )
-from .._version import __version__
 from ..model._base import (
+    MIN_CELLS,
     Simulator,
+    batch_size_for,
+    check_enough_cells,
     checkpoint_fingerprint,
     resolve_library_size,
     verify_model_files,
@@ -69,8 +70,6 @@ from ._base import (
 
 __all__ = ["ScGAN"]
 
-#: Fewest training cells a GAN baseline trains on.
-MIN_CELLS = 10
 #: Files of a saved GAN baseline (``labels.csv`` only for conditional models).
 WEIGHTS_FILE, META_FILE, GENES_FILE = "model.pt", "model.json", "var_names.csv"
 LABELS_FILE, HISTORY_FILE = "labels.csv", "history.csv"
@@ -96,19 +95,6 @@ def library_size_of(adata: AnnData, X, library_size: float | None, what: str) ->
     size = resolve_library_size(adata, X, library_size)
     check_library_normalized(X, size, what)
     return size
-
-
-def batch_size_for(batch_size: int, n_cells: int) -> int:
-    """``batch_size``, shrunk (with a warning) to the number of training cells."""
-    batch_size = check_positive_int(batch_size, "batch_size")
-    if batch_size > n_cells:
-        warnings.warn(
-            f"batch size {batch_size} exceeds the {n_cells} training cells; using {n_cells}",
-            UserWarning,
-            stacklevel=3,
-        )
-        return n_cells
-    return batch_size
 
 
 # ----------------------------------------------------------------------------- the shared class
@@ -541,10 +527,7 @@ class _GANBaseline(Simulator):
         X = matrix_of(adata, self.layer)
         what = "training data" if self.layer is None else f"adata.layers[{self.layer!r}]"
         check_library_normalized(X, self.library_size, what)
-        if adata.n_obs < MIN_CELLS:
-            raise InvalidInputError(
-                f"too few cells to train: {adata.n_obs} (at least {MIN_CELLS} are needed)"
-            )
+        check_enough_cells(adata.n_obs)
         dense = np.ascontiguousarray(to_dense(X), dtype=np.float32)
         codes = np.zeros(adata.n_obs, dtype=np.int64)
         if self.labels_key is not None:
@@ -674,18 +657,14 @@ class _GANBaseline(Simulator):
                 (path / name).unlink(missing_ok=True)
 
     def _metadata(self) -> dict[str, Any]:
-        return {
-            "model": type(self).__name__,
-            "version": __version__,
-            "init_params": self.init_params_,
-            "library_size": self.library_size,
-            "layer": self.layer,
-            "labels_key": self.labels_key,
-            "n_labels": len(self.labels_),
-            "n_cells_train": int(sum(self.label_sizes_)),
-            "steps": self.steps_,
-            "train_seed": self.train_seed_,
-        }
+        return self._saved_record(
+            self.layer,
+            labels_key=self.labels_key,
+            n_labels=len(self.labels_),
+            n_cells_train=int(sum(self.label_sizes_)),
+            steps=self.steps_,
+            train_seed=self.train_seed_,
+        )
 
     @classmethod
     def load(cls, dir_path: str | Path, adata: AnnData | None = None, device: str = "cpu"):

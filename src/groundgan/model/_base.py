@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +26,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._files import atomic_write_bytes, check_save_dir
-from .._validation import InvalidInputError
+from .._validation import InvalidInputError, check_positive_int
 from .._version import __version__
 
 #: The file that lists a saved model's files with their checksums (written last).
@@ -101,6 +102,44 @@ class Simulator:
 
     def __repr__(self) -> str:
         return "\n".join(self._repr_lines())
+
+    def _saved_record(self, layer: str | None, **specific: Any) -> dict[str, Any]:
+        """The ``model.json`` of a saved model: what every model records (class, version,
+        constructor arguments, library size, layer), then the model's own entries."""
+        return {
+            "model": type(self).__name__,
+            "version": __version__,
+            "init_params": self.init_params_,
+            "library_size": self.library_size,
+            "layer": layer,
+            **specific,
+        }
+
+
+# training cells ------------------------------------------------------------------------------
+#: Fewest training cells a GAN model trains on.
+MIN_CELLS = 10
+
+
+def check_enough_cells(n_cells: int) -> None:
+    """Refuse to train on fewer than :data:`MIN_CELLS` cells."""
+    if n_cells < MIN_CELLS:
+        raise InvalidInputError(
+            f"too few cells to train: {n_cells} (at least {MIN_CELLS} are needed)"
+        )
+
+
+def batch_size_for(batch_size: int, n_cells: int) -> int:
+    """``batch_size``, shrunk (with a warning) to the number of training cells."""
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if batch_size > n_cells:
+        warnings.warn(
+            f"batch size {batch_size} exceeds the {n_cells} training cells; using {n_cells}",
+            UserWarning,
+            stacklevel=3,
+        )
+        return n_cells
+    return batch_size
 
 
 # training checkpoints -----------------------------------------------------------------------

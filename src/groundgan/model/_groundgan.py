@@ -29,20 +29,18 @@ from .._version import __version__
 from ..nn import GroundGANModule, paper_depth_width
 from ..train import (
     GROUNDGAN_STAGES,
-    PerformanceOptions,
     StageSettings,
     TrainingRunner,
     WGANGPStage,
     performance_options,
 )
 from . import _budget, _io, _monitor, _perturb, _recipes, _sampling
-from ._base import Simulator
+from ._base import Simulator, batch_size_for, check_enough_cells
 from ._setup import LEGACY_SETUP_KEY, GRNLayout, read_setup, record_setup, validate_setup
 
 STAGES = ("stage1", "stage2")
 #: ``callback(model, stage, step)``, see :meth:`GroundGAN.train`.
 TrainingCallback = Callable[["GroundGAN", str, int], None]
-MIN_CELLS = 10
 
 
 class GroundGAN(Simulator):
@@ -524,7 +522,7 @@ class GroundGAN(Simulator):
         settings = {
             "stage1": StageSettings(
                 max_steps=hp.max_steps_stage1,
-                batch_size=self._batch_size(hp.batch_size_stage1, data.shape[0]),
+                batch_size=batch_size_for(hp.batch_size_stage1, data.shape[0]),
                 lr_generator=hp.lr_stage1,
                 lr_generator_final=hp.lr_stage1_final,
                 lr_critic=hp.lr_stage1,
@@ -533,7 +531,7 @@ class GroundGAN(Simulator):
             ),
             "stage2": StageSettings(
                 max_steps=hp.max_steps_stage2,
-                batch_size=self._batch_size(hp.batch_size_stage2, data.shape[0]),
+                batch_size=batch_size_for(hp.batch_size_stage2, data.shape[0]),
                 lr_generator=hp.lr_generator_stage2,
                 lr_generator_final=hp.lr_generator_stage2_final,
                 lr_critic=hp.lr_critic_stage2,
@@ -737,23 +735,8 @@ class GroundGAN(Simulator):
                 "gg.GroundGAN.setup_anndata again and build a new model)"
             ) from None
         X = to_dense(matrix).astype(np.float32, copy=False)
-        if X.shape[0] < MIN_CELLS:
-            raise InvalidInputError(
-                f"too few cells to train: {X.shape[0]} (at least {MIN_CELLS} are needed)"
-            )
+        check_enough_cells(X.shape[0])
         return torch.from_numpy(np.ascontiguousarray(X))
-
-    @staticmethod
-    def _batch_size(batch_size: int, n_cells: int) -> int:
-        check_positive_int(batch_size, "batch_size")
-        if batch_size > n_cells:
-            warnings.warn(
-                f"batch size {batch_size} exceeds the {n_cells} training cells; using {n_cells}",
-                UserWarning,
-                stacklevel=3,
-            )
-            return n_cells
-        return batch_size
 
     # sampling ------------------------------------------------------------------------------
     def sample(
@@ -974,12 +957,4 @@ class GroundGAN(Simulator):
 
     def _state(self) -> dict[str, Any]:
         """JSON-serialisable description (init parameters, steps, layout summary)."""
-        return {
-            "model": type(self).__name__,
-            "version": __version__,
-            "init_params": self.init_params_,
-            "library_size": self.library_size,
-            "layer": self._layer,
-            "steps": dict(self.steps_),
-            "training": self.train_record_,
-        }
+        return self._saved_record(self._layer, steps=dict(self.steps_), training=self.train_record_)

@@ -1,9 +1,10 @@
 """WGAN-GP training: stages, the loop, the runner, checkpoints. Knows tensors and networks, not
 genes."""
 
-from ._checkpoints import CheckpointLockedError, Checkpointer
+from ._checkpoints import Checkpointer, CheckpointLockedError
 from ._loop import NonFiniteLossError, TrainingInterrupted, run_stage
 from ._performance import PerformanceOptions, performance_options
+from ._runner import TrainingRunner
 from ._stages import (
     GROUNDGAN_STAGES,
     ControllerStage,
@@ -12,7 +13,6 @@ from ._stages import (
     WGANGPStage,
     gradient_penalty,
 )
-from ._runner import TrainingRunner
 
 __all__ = [
     "GROUNDGAN_STAGES",

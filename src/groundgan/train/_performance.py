@@ -131,9 +131,7 @@ def performance_options(precision: str, cuda_graphs: bool) -> PerformanceOptions
         An unknown ``precision``, or a ``cuda_graphs`` that is not a bool.
     """
     if precision not in TRAIN_PRECISIONS:
-        raise InvalidInputError(
-            f"precision must be one of {TRAIN_PRECISIONS}, got {precision!r}"
-        )
+        raise InvalidInputError(f"precision must be one of {TRAIN_PRECISIONS}, got {precision!r}")
     if not isinstance(cuda_graphs, bool):
         raise InvalidInputError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
     if precision == "fp32-strict":

@@ -382,8 +382,7 @@ def columns_to_rows(columns: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]
     names = list(columns)
     n = len(columns[names[0]]) if names else 0
     return [
-        {name: value for name in names if not _is_nan(value := columns[name][i])}
-        for i in range(n)
+        {name: value for name in names if not _is_nan(value := columns[name][i])} for i in range(n)
     ]
 
 
