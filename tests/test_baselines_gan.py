@@ -597,6 +597,18 @@ def test_precision_and_cuda_graphs(references, name):
     )
 
 
+@pytest.mark.filterwarnings("ignore:precision='bf16' on cpu")
+@pytest.mark.parametrize("name", list(CASES))
+def test_bf16_autocast_trains_in_float32_weights(references, name):
+    reference = references[name]
+    bf16 = _run(name, reference.adata, max_steps=4, precision="bf16")
+    fp32 = _run(name, reference.adata, max_steps=4)
+    assert all(p.dtype == torch.float32 for p in bf16.module.parameters())
+    a, b = bf16.module.state_dict(), fp32.module.state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # autocast was in effect
+    assert np.isfinite(bf16.history_["critic_loss"]).all()
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
