@@ -188,10 +188,11 @@ def test_validation_rows_and_best_model(tmp_path):
     )
     written = []
 
-    def write(directory, steps):
+    def write(directory):
+        steps = dict(runner.steps)
         directory.mkdir(parents=True)
         (directory / "model.txt").write_text(str(steps))
-        written.append(dict(steps))
+        written.append(steps)
 
     with runner.checkpointing(tmp_path, 3, FINGERPRINT) as checkpoints:
         validate = runner.validation_hook("stage2", lambda: next(figures), checkpoints, write)

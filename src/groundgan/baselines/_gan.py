@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -460,7 +461,6 @@ class _GANBaseline(Simulator):
             )
         if checkpoint_dir:
             checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
-            check_positive_int(keep_checkpoints, "keep_checkpoints")
         target = resolve_device(device)
         self.module.to(target)
         data, labels = data.to(target), labels.to(target)
@@ -473,7 +473,7 @@ class _GANBaseline(Simulator):
             hooks = []
             if validation is not None:  # before the checkpoint hook: a checkpoint holds its row
                 validate = runner.validation_hook(
-                    name, validation.evaluate, checkpoints, self._save_at
+                    name, validation.evaluate, checkpoints, partial(self.save, overwrite=True)
                 )
                 hooks.append((validate_every, validate))
             if checkpoints is not None:
@@ -514,11 +514,6 @@ class _GANBaseline(Simulator):
         )
         codes = np.repeat(np.arange(len(self.labels_)), per_label)
         return self._generate(codes, seed)
-
-    def _save_at(self, directory: Path, steps: dict[str, int]) -> None:
-        """Save the model into ``directory`` (the best model so far; the runner's step count
-        already stands at ``steps``)."""
-        self.save(directory, overwrite=True)
 
     def _training_tensors(self) -> tuple[Tensor, Tensor]:
         """Cells (float32, dense) and their label codes (indices into :attr:`labels_`)."""

@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -551,7 +552,6 @@ class GroundGAN(Simulator):
             )
         if checkpoint_dir:
             checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
-            check_positive_int(keep_checkpoints, "keep_checkpoints")
         user_hooks = self._callback_hooks(callbacks)
         clock = None if budget is None else _budget.TimeBudget(budget, share)
         run_names = tuple(
@@ -572,7 +572,7 @@ class GroundGAN(Simulator):
             hooks = []
             if validation is not None:  # before the checkpoint hook: a checkpoint holds its row
                 validate = runner.validation_hook(
-                    "stage2", validation.evaluate, checkpoints, self._save_at
+                    "stage2", validation.evaluate, checkpoints, partial(self.save, overwrite=True)
                 )
                 hooks.append((validate_every, validate))
             if checkpoints is not None:
@@ -615,10 +615,6 @@ class GroundGAN(Simulator):
     def _simulate(self, n_cells: int, seed: int) -> np.ndarray:
         """``n_cells`` cells as a dense matrix (validation; the training stream is untouched)."""
         return np.concatenate(list(_sampling.generate_blocks(self, n_cells, seed)), axis=0)
-
-    def _save_at(self, directory: Path, steps: dict[str, int]) -> None:
-        """Save the model into ``directory`` as standing at ``steps`` (the best model so far)."""
-        _io.save_model(self, directory, overwrite=True, steps=steps)
 
     def _check_stage_order(
         self, run_names: tuple[str, ...], asked_stage1: int | None, total_stage1: int

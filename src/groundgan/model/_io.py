@@ -33,18 +33,11 @@ RECORD_KEYS = ("model", "init_params", "library_size", "steps")
 
 
 # model directories -------------------------------------------------------------------------
-def save_model(
-    model: TrainableModel, dir_path: Path, overwrite: bool, steps: dict[str, int] | None = None
-) -> None:
-    """Write ``model`` into ``dir_path`` (see the module docstring for the files).
-
-    ``steps`` overrides the recorded step counts (a model saved in the middle of a stage,
-    whose ``steps_`` are only updated when the stage returns).
-    """
+def save_model(model: TrainableModel, dir_path: Path, overwrite: bool) -> None:
+    """Write ``model`` into ``dir_path`` (see the module docstring for the files); during
+    training its step counts already include the step just completed."""
     check_save_dir(dir_path, overwrite)  # before anything is serialised
     record = model._state()
-    if steps is not None:
-        record["steps"] = {k: int(v) for k, v in steps.items()}
     # serialise everything first, so an error leaves the directory untouched
     files = {
         "model.pt": torch_bytes(

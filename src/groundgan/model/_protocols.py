@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
     from ..nn import GroundGANModule
-    from ..train import TrainingRunner
     from ._setup import GRNLayout
 
 
@@ -40,14 +39,10 @@ class GeneratorModel(Protocol):
 
 
 class TrainableModel(GeneratorModel, Protocol):
-    """A :class:`GeneratorModel` with the state of its training run (checkpoints, monitor)."""
+    """A :class:`GeneratorModel` that trains on cells and is saved as a model directory."""
 
     adata: AnnData | None
     _layer: str | None
     train_record_: dict[str, Any]
-    _runner: TrainingRunner
-
-    @property
-    def history_(self) -> pd.DataFrame: ...
 
     def _state(self) -> dict[str, Any]: ...

@@ -51,8 +51,8 @@ from ._stages import StageSettings, WGANGPStage
 StageBuilder = Callable[[Tensor, StageSettings, torch.Generator, PerformanceOptions], WGANGPStage]
 #: ``evaluate() -> {"metric": value, ...}``: one validation of the model as it is now.
 Evaluate = Callable[[], dict[str, float]]
-#: ``write(directory, steps)``: save the model, at ``steps``, into a fresh directory.
-WriteModel = Callable[[Path, dict[str, int]], None]
+#: ``write(directory)``: save the model as it stands into a fresh directory.
+WriteModel = Callable[[Path], None]
 
 
 class TrainingRunner:
@@ -257,8 +257,7 @@ class TrainingRunner:
             best = is_better(row, self.validation_rows)
             self.validation_rows.append(row)
             if best and checkpoints is not None and write_model is not None:
-                steps = {**self.steps, stage_name: int(step)}
-                checkpoints.save_best(write_model, steps, row)
+                checkpoints.save_best(write_model, row)
 
         return validate
 
@@ -335,11 +334,11 @@ class Checkpoints:
                 "fresh checkpoint_dir for this model"
             )
 
-    def save_best(self, write_model: WriteModel, steps: dict[str, int], row: dict) -> None:
+    def save_best(self, write_model: WriteModel, row: dict) -> None:
         """Replace ``best/`` by the model as it is now, atomically, with ``validation.json``."""
 
         def write(tmp: Path) -> None:
-            write_model(tmp, steps)
+            write_model(tmp)
             record = {k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
             record["step"] = int(row["step"])
             atomic_write_bytes(tmp / "validation.json", json.dumps(record, indent=2).encode())
