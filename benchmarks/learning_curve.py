@@ -71,6 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--genes", type=int, default=200, help="highly variable genes")
     run.add_argument("--k", type=int, default=10, help="TFs per target (positive control)")
     run.add_argument("--n-test", type=int, default=1000, help="held-out cells (two halves)")
+    run.add_argument(
+        "--n-train",
+        type=int,
+        default=None,
+        help="train on this many of the training cells (seeded; the GRN is still inferred "
+        "from all of them, so only the number of cells changes)",
+    )
     run.add_argument("--variant", default="fast", help=f"one of {sorted(VARIANTS)}")
     run.add_argument(
         "--set",
@@ -92,6 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--threads", type=int, default=1, help="torch and metric threads")
     run.add_argument("--cache", default=".learning_curve_cache", help="GRN cache folder")
     run.add_argument("--json", required=True, help="write the record here (after every point)")
+    run.add_argument("--save-model", default=None, help="save the trained model to this folder")
     plot = commands.add_parser("plot", help="draw recorded curves together")
     plot.add_argument("records", nargs="+", help="JSON records of 'run'")
     plot.add_argument("--out", required=True, help="PNG file")
@@ -155,6 +163,11 @@ def prepare(args: argparse.Namespace) -> dict:
     imposed = gg.grn.from_importances(table, k=args.k, strategy="positive_control")
     negative = gg.grn.from_importances(table, k=args.k, strategy="negative_control")
     train, test = gg.grn.subset(train, imposed), gg.grn.subset(test, imposed)
+    if args.n_train is not None:
+        if not 0 < args.n_train <= train.n_obs:
+            raise SystemExit(f"--n-train must be between 1 and {train.n_obs}")
+        keep = np.random.default_rng(args.seed).choice(train.n_obs, args.n_train, replace=False)
+        train = train[np.sort(keep)].copy()
     tfs, targets = set(imposed["tf"]), set(imposed["target"])
     negative = negative[negative["tf"].isin(tfs) & negative["target"].isin(targets)]
     return {"train": train, "test": test, "imposed": imposed, "negative": negative}
@@ -311,6 +324,8 @@ def run(args: argparse.Namespace) -> dict:
         **train_kwargs,
     )
     record["history_attrs"] = {k: _jsonable(v) for k, v in model.history_.attrs.items()}
+    if args.save_model:
+        model.save(args.save_model, overwrite=True)
     if args.grn_recovery:
         record["grn_recovery"] = grn_recovery(model, data, args.seed)
     record["load_average_end"] = list(os.getloadavg())

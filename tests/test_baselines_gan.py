@@ -243,6 +243,24 @@ def test_repeated_training_continues_to_the_total_and_is_seeded(cells):
         torch.testing.assert_close(p, q)
 
 
+def test_new_labels_on_the_same_cells_rebuild_the_stage(cells):
+    """The stage holds the label codes it was built with (a captured CUDA graph reads them),
+    so relabelled cells get a new stage with the new codes, and unchanged ones keep it."""
+    model = _tiny(CscGAN, cells.copy(), LABELS)
+    model.train(max_steps=2, **TRAIN_KWARGS)
+    first = model._stage
+    model.train(max_steps=2, **TRAIN_KWARGS)  # same settings, cells and labels
+    assert model._stage is first
+    obs = model.adata.obs
+    obs[LABELS] = obs[LABELS].to_numpy()[np.random.default_rng(0).permutation(len(obs))]
+    obs[LABELS] = obs[LABELS].astype("category")
+    model.train(max_steps=2, **TRAIN_KWARGS)
+    assert model._stage is not first
+    _, codes = model._training_tensors()
+    assert torch.equal(model._stage.labels, codes)
+    assert not torch.equal(first.labels, codes)
+
+
 def test_batch_larger_than_the_data_shrinks_with_a_warning(cells):
     model = _tiny(CscGAN, cells[:40].copy(), LABELS)
     with pytest.warns(UserWarning, match="exceeds the 40 training cells"):

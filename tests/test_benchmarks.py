@@ -9,9 +9,11 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
+import groundgan as gg
 from groundgan.nn import TargetGenerators
 from tiny_networks import random_regulators
 
@@ -311,7 +313,7 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
     argv += ["2", "--cache", str(tmp_path / "cache"), "--json", str(record_path)]
     argv += ["--model-set", "labeler_hidden=[16]", "controller_hidden=[32,32]"]
     argv += ["critic_hidden=[32,16]", "sample_block_size=64"]
-    argv += ["--set", "batch_size_stage2=64"]
+    argv += ["--set", "batch_size_stage2=64", "--save-model", str(tmp_path / "model")]
     curve.main(argv)
     record = json.loads(record_path.read_text())
     assert [(p["stage"], p["step"]) for p in record["points"]] == [
@@ -326,10 +328,26 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
     seconds = [p["train_cpu_seconds"] for p in record["points"]]
     assert seconds == sorted(seconds) and seconds[0] > 0
     assert (tmp_path / "cache").is_dir()  # the GRN is cached for parallel variants
+    assert gg.GroundGAN.load(tmp_path / "model").steps_ == {"stage1": 4, "stage2": 4}
     curve.main(["plot", str(record_path), str(record_path), "--out", str(tmp_path / "c.png")])
     assert (tmp_path / "c.png").stat().st_size > 10_000
     table = curve.markdown_table([record])
     assert table.count("\n") == 1 + 1 + len(record["points"])  # header, rule, control, points
+
+
+def test_learning_curve_n_train_keeps_the_grn_of_all_training_cells(bench, tmp_path):
+    """--n-train changes the number of training cells only: the GRN and test cells stay."""
+    curve = bench("learning_curve")
+    argv = ["run", "--data", "pbmc", "--genes", "60", "--k", "3", "--n-test", "100"]
+    argv += ["--cache", str(tmp_path / "cache"), "--json", str(tmp_path / "unused.json")]
+    full = curve.prepare(curve.parse_args(argv))
+    few = curve.prepare(curve.parse_args([*argv, "--n-train", "200"]))
+    assert few["train"].n_obs == 200 and full["train"].n_obs > 200
+    assert set(few["train"].obs_names) < set(full["train"].obs_names)
+    pd.testing.assert_frame_equal(few["imposed"], full["imposed"])
+    assert few["test"].obs_names.equals(full["test"].obs_names)
+    with pytest.raises(SystemExit, match="--n-train must be between 1 and"):
+        curve.prepare(curve.parse_args([*argv, "--n-train", "100000"]))
 
 
 def test_recovery_from_simulated_cells_leaves_out_silent_genes(bench, pbmc_grn_cells):

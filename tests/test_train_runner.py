@@ -89,6 +89,24 @@ def test_stage_is_cached_until_settings_or_cells_change():
     )
 
 
+def test_stage_is_rebuilt_when_the_cells_labels_change():
+    runner, cells = new_runner(), tiny_cells()
+    build = builder(runner, "stage1")
+    codes = torch.zeros(cells.shape[0], dtype=torch.long)
+    stage = runner.stage("stage1", settings(), PerformanceOptions(), cells, build, labels=codes)
+    same = runner.stage(
+        "stage1", settings(), PerformanceOptions(), cells, build, labels=codes.clone()
+    )
+    assert same is stage
+    relabelled = runner.stage(
+        "stage1", settings(), PerformanceOptions(), cells, build, labels=codes + 1
+    )
+    assert relabelled is not stage
+    unlabelled = runner.stage("stage1", settings(), PerformanceOptions(), cells, build)
+    assert unlabelled is not relabelled
+    assert runner.stage("stage1", settings(), PerformanceOptions(), cells, build) is unlabelled
+
+
 def test_steps_and_rows_count_every_stage_and_hooks_see_the_step_counted():
     runner, cells, seen = new_runner(), tiny_cells(), []
     hook = (2, lambda stage, step: seen.append(dict(runner.steps)))

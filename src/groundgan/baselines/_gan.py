@@ -478,9 +478,14 @@ class _GANBaseline(Simulator):
                 hooks.append((validate_every, validate))
             if checkpoints is not None:
                 hooks.append((checkpoint_every, checkpoints.hook()))
-            stage = runner.stage(name, settings, performance, data, self._stage_builder(labels))
-            if isinstance(stage, _LabelledStage):
-                stage.labels = labels
+            stage = runner.stage(
+                name,
+                settings,
+                performance,
+                data,
+                self._stage_builder(labels),
+                labels=labels if self.is_conditional else None,
+            )
             runner.train_stage(
                 name,
                 stage,

@@ -76,6 +76,8 @@ class TrainingRunner:
         #: one row per validation (``stage``, ``step`` and the evaluation's figures)
         self.validation_rows: list[dict[str, Any]] = []
         self.stages: dict[str, WGANGPStage] = {}
+        #: the per-cell labels each cached stage was built with (``None``: unlabelled)
+        self.stage_labels: dict[str, Tensor | None] = {}
         #: stage states restored from a checkpoint, not yet given to a stage object
         self.pending_states: dict[str, dict] = {}
         self.rng: torch.Generator | None = None
@@ -98,12 +100,17 @@ class TrainingRunner:
         performance: PerformanceOptions,
         data: Tensor,
         build: StageBuilder,
+        *,
+        labels: Tensor | None = None,
     ) -> WGANGPStage:
         """The stage object of ``name`` for these settings and cells.
 
-        The cached one when nothing changed; otherwise a new one (``build``) that takes over
-        the optimiser state of the old one, or of a resumed checkpoint, and whose schedule
-        stands at the stage's completed steps.
+        The cached one when nothing changed (settings, speed path, random stream, cells and
+        the cells' ``labels``, the label codes of a conditional model that ``build`` closes
+        over); otherwise a new one (``build``) that takes over the optimiser state of the old
+        one, or of a resumed checkpoint, and whose schedule stands at the stage's completed
+        steps. A new stage matters under CUDA graphs, whose captured step reads the tensors
+        the stage was built with.
         """
         if self.rng is None:
             raise RuntimeError("TrainingRunner.generator() must be called before stage()")
@@ -114,6 +121,7 @@ class TrainingRunner:
             and stage.performance == performance
             and stage.rng is self.rng
             and same_cells(stage.data, data)
+            and _same_labels(self.stage_labels.get(name), labels)
         ):
             return stage
         saved = self.pending_states.pop(name, None)
@@ -125,6 +133,7 @@ class TrainingRunner:
         new.fast_forward(self.steps[name], keep_loaded=saved is not None)
         new.completed_steps = self.steps[name]
         self.stages[name] = new
+        self.stage_labels[name] = labels
         return new
 
     def train_stage(
@@ -237,6 +246,7 @@ class TrainingRunner:
         self.validation_rows = columns_to_rows(payload.get("validation_history", {}))
         self.pending_states = dict(payload["stages"])
         self.stages = {}
+        self.stage_labels = {}
 
     # validation ----------------------------------------------------------------------------
     def validation_hook(
@@ -351,6 +361,12 @@ def same_cells(a: Tensor, b: Tensor) -> bool:
     """Whether two training tensors hold the same cells (each ``train()`` call builds a new
     tensor from its AnnData, so identity says nothing; one comparison on the device does)."""
     return a.shape == b.shape and a.device == b.device and bool(torch.equal(a, b))
+
+
+def _same_labels(a: Tensor | None, b: Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return same_cells(a, b)
 
 
 def is_better(row: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> bool:
