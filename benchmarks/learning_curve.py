@@ -66,18 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train one variant and record its curve")
-    run.add_argument("--data", default="mouse", help="'mouse', 'pbmc' or a path to an .h5ad")
-    run.add_argument("--species", default=None, help="TF list of an .h5ad: human or mouse")
-    run.add_argument("--genes", type=int, default=200, help="highly variable genes")
-    run.add_argument("--k", type=int, default=10, help="TFs per target (positive control)")
-    run.add_argument("--n-test", type=int, default=1000, help="held-out cells (two halves)")
-    run.add_argument(
-        "--n-train",
-        type=int,
-        default=None,
-        help="train on this many of the training cells (seeded; the GRN is still inferred "
-        "from all of them, so only the number of cells changes)",
-    )
+    add_data_arguments(run)
     run.add_argument("--variant", default="fast", help=f"one of {sorted(VARIANTS)}")
     run.add_argument(
         "--set",
@@ -85,6 +74,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="extra train() keyword arguments (JSON values), e.g. n_critic=3 ema_decay=0.999",
+    )
+    run.add_argument(
+        "--set-stage2",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train() keyword arguments for stage 2 only (stage 1 is then trained by a call of "
+        "its own), e.g. gp_lambda=10",
     )
     run.add_argument(
         "--model-set", nargs="*", default=[], metavar="KEY=VALUE", help="extra model arguments"
@@ -95,11 +92,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--eval-every", type=int, default=500, help="stage-2 evaluation interval")
     run.add_argument("--eval-every-stage1", type=int, default=None, help="default: --eval-every")
     run.add_argument("--grn-recovery", action="store_true", help="score GRN recovery at the end")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--threads", type=int, default=1, help="torch and metric threads")
-    run.add_argument("--cache", default=".learning_curve_cache", help="GRN cache folder")
     run.add_argument("--json", required=True, help="write the record here (after every point)")
     run.add_argument("--save-model", default=None, help="save the trained model to this folder")
+    diagnose = commands.add_parser(
+        "diagnose", help="what separates a trained model's cells from held-out real cells"
+    )
+    add_data_arguments(diagnose)
+    diagnose.add_argument("--model", required=True, help="folder of a saved GroundGAN")
+    diagnose.add_argument("--trees", type=int, default=300, help="trees of each forest")
+    diagnose.add_argument("--json", default=None, help="also write the figures here")
     plot = commands.add_parser("plot", help="draw recorded curves together")
     plot.add_argument("records", nargs="+", help="JSON records of 'run'")
     plot.add_argument("--out", required=True, help="PNG file")
@@ -107,6 +108,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     table = commands.add_parser("table", help="the recorded points as a Markdown table")
     table.add_argument("records", nargs="+", help="JSON records of 'run'")
     return parser.parse_args(argv)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the cells, the split and the GRN (``run`` and ``diagnose``)."""
+    parser.add_argument("--data", default="mouse", help="'mouse', 'pbmc' or a path to an .h5ad")
+    parser.add_argument("--species", default=None, help="TF list of an .h5ad: human or mouse")
+    parser.add_argument("--genes", type=int, default=200, help="highly variable genes")
+    parser.add_argument("--k", type=int, default=10, help="TFs per target (positive control)")
+    parser.add_argument("--n-test", type=int, default=1000, help="held-out cells (two halves)")
+    parser.add_argument(
+        "--n-train",
+        type=int,
+        default=None,
+        help="train on this many of the training cells (seeded; the GRN is still inferred "
+        "from all of them, so only the number of cells changes)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch and metric threads")
+    parser.add_argument("--cache", default=".learning_curve_cache", help="GRN cache folder")
 
 
 def parse_assignments(items: list[str]) -> dict:
@@ -269,6 +289,7 @@ def run(args: argparse.Namespace) -> dict:
         globals()[PATCHES[variant["patch"]]]()
     model_kwargs = {**variant["model"], **parse_assignments(args.model_set)}
     train_kwargs = {**variant["train"], **parse_assignments(args.set)}
+    stage2_kwargs = parse_assignments(args.set_stage2)
     data = prepare(args)
     reference, other_half = halves(data["test"], args.seed)
     n_cells = reference.shape[0]
@@ -278,6 +299,7 @@ def run(args: argparse.Namespace) -> dict:
         "patch": variant.get("patch"),
         "model_kwargs": model_kwargs,
         "train_kwargs": train_kwargs,
+        "stage2_train_kwargs": stage2_kwargs,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -311,18 +333,23 @@ def run(args: argparse.Namespace) -> dict:
         clock.exclude(time.perf_counter() - t0, time.process_time() - c0)
 
     every1 = args.eval_every_stage1 or args.eval_every
-    model.train(
-        max_steps_stage1=args.steps_stage1,
-        max_steps_stage2=args.steps_stage2,
-        seed=args.seed,
-        progress_bar=False,
-        device="cpu",
-        callbacks=[
-            (every1, _only("stage1", evaluate)),
-            (args.eval_every, _only("stage2", evaluate)),
-        ],
-        **train_kwargs,
-    )
+    calls = [((1, 2), train_kwargs)]
+    if stage2_kwargs:  # one call per stage, the second with its own values
+        calls = [((1,), train_kwargs), ((2,), {**train_kwargs, **stage2_kwargs})]
+    for stages, kwargs in calls:
+        model.train(
+            max_steps_stage1=args.steps_stage1,
+            max_steps_stage2=args.steps_stage2,
+            stages=stages,
+            seed=args.seed,
+            progress_bar=False,
+            device="cpu",
+            callbacks=[
+                (every1, _only("stage1", evaluate)),
+                (args.eval_every, _only("stage2", evaluate)),
+            ],
+            **kwargs,
+        )
     record["history_attrs"] = {k: _jsonable(v) for k, v in model.history_.attrs.items()}
     if args.save_model:
         model.save(args.save_model, overwrite=True)
@@ -423,6 +450,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.command == "run":
         run(args)
+        return
+    if args.command == "diagnose":
+        from realism_diagnosis import diagnose  # this folder is on sys.path when run
+
+        diagnose(args)
         return
     records = [json.loads(Path(r).read_text()) for r in args.records]
     if args.command == "plot":

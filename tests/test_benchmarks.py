@@ -9,6 +9,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -314,6 +315,7 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
     argv += ["--model-set", "labeler_hidden=[16]", "controller_hidden=[32,32]"]
     argv += ["critic_hidden=[32,16]", "sample_block_size=64"]
     argv += ["--set", "batch_size_stage2=64", "--save-model", str(tmp_path / "model")]
+    argv += ["--set-stage2", "gp_lambda=5"]  # stage 1 keeps the recipe's 10
     curve.main(argv)
     record = json.loads(record_path.read_text())
     assert [(p["stage"], p["step"]) for p in record["points"]] == [
@@ -324,15 +326,48 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
     ]
     assert record["cells_per_row"] == 50  # the simulated cells and each control half
     assert record["hyperparameters"]["lr_stage1"] == 1e-3  # the fast recipe, resolved
+    assert record["hyperparameters"]["gp_lambda"] == 5  # the stage-2 call's
     assert set(record["control"]) == {"cosine", "euclidean", "mmd", "rf_auroc", "milisi"}
     seconds = [p["train_cpu_seconds"] for p in record["points"]]
     assert seconds == sorted(seconds) and seconds[0] > 0
     assert (tmp_path / "cache").is_dir()  # the GRN is cached for parallel variants
     assert gg.GroundGAN.load(tmp_path / "model").steps_ == {"stage1": 4, "stage2": 4}
+    data_args = argv[1:9] + ["--cache", str(tmp_path / "cache")]
+    diagnosis = tmp_path / "diagnosis.json"
+    curve.main(
+        ["diagnose", *data_args, "--model", str(tmp_path / "model"), "--trees", "10"]
+        + ["--json", str(diagnosis)]
+    )
+    result = json.loads(diagnosis.read_text())
+    assert result["steps"] == {"stage1": 4, "stage2": 4}
+    assert set(result["simulated"]) == set(result["real_vs_real"])
+    assert result["real_vs_real"]["nonzero_values_below_1pct_of_reference"] < 0.1
     curve.main(["plot", str(record_path), str(record_path), "--out", str(tmp_path / "c.png")])
     assert (tmp_path / "c.png").stat().st_size > 10_000
     table = curve.markdown_table([record])
     assert table.count("\n") == 1 + 1 + len(record["points"])  # header, rule, control, points
+
+
+def test_diagnosis_finds_small_values_and_shrunken_spread_and_not_real_halves(bench):
+    """Known answers on synthetic counts: two samples of one distribution are not told apart;
+    cells with small positive values where the reference has zeros, and with half its spread,
+    are, by the cell summaries and the spread ratios."""
+    diagnosis = bench("realism_diagnosis")
+    rng = np.random.default_rng(0)
+    profile = rng.gamma(0.5, 1.0, 40)
+    counts = rng.poisson(profile * 0.5, size=(600, 40)) + rng.poisson(0.05, size=(600, 40))
+    cells = counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4
+    reference, same = cells[:300], cells[300:]
+    alike = diagnosis.separation(same, reference, seed=0, trees=50)
+    assert abs(alike["forest_auroc_cell_summaries"] - 0.5) < 0.1
+    assert 0.85 < alike["gene_sd_ratio_median"] < 1.15
+    assert alike["nonzero_values_below_1pct_of_reference"] < 0.05
+    mean = reference.mean(0)
+    blurred = mean + 0.5 * (same - mean) + rng.uniform(0, 1, same.shape)  # small values
+    off = diagnosis.separation(blurred, reference, seed=0, trees=50)
+    assert off["forest_auroc_cell_summaries"] > 0.95
+    assert off["nonzero_values_below_1pct_of_reference"] > 0.2
+    assert off["gene_sd_ratio_median"] < 0.6 and off["component_sd_ratio_median"] < 0.7
 
 
 def test_learning_curve_n_train_keeps_the_grn_of_all_training_cells(bench, tmp_path):
