@@ -100,6 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_data_arguments(diagnose)
     diagnose.add_argument("--model", required=True, help="folder of a saved GroundGAN")
     diagnose.add_argument("--trees", type=int, default=300, help="trees of each forest")
+    diagnose.add_argument(
+        "--metric-seeds", type=int, default=5, help="seeds of the paper's RF AUROC"
+    )
     diagnose.add_argument("--json", default=None, help="also write the figures here")
     plot = commands.add_parser("plot", help="draw recorded curves together")
     plot.add_argument("records", nargs="+", help="JSON records of 'run'")

@@ -13,7 +13,10 @@ real-vs-real control half B with half A, on the data and split of ``learning_cur
 - three forests (5-fold cross-validated AUROC, 0.5 = indistinguishable): on the 50 principal
   components (as the paper's metric, cross-validated instead of one split), on the genes
   themselves, and on per-cell summaries (nonzero genes, the largest values, the smallest
-  nonzero value).
+  nonzero value);
+- the paper's RF AUROC itself (``gg.tl.evaluate``'s: one split, 1,000 trees) for
+  ``--metric-seeds`` seeds of its split, components and forest, mean and standard deviation:
+  how much one figure of a learning curve moves with the metric's own seed.
 
 Run::
 
@@ -87,6 +90,19 @@ def separation(
     }
 
 
+def paper_rf_auroc_spread(
+    cells: np.ndarray, reference: np.ndarray, seeds: int, threads: int = 1
+) -> dict:
+    """Mean and standard deviation of the paper's RF AUROC over metric seeds 0 .. seeds-1."""
+    from groundgan.tl import rf_auroc
+
+    values = [rf_auroc(reference, cells, seed=seed, n_jobs=threads) for seed in range(seeds)]
+    return {
+        "paper_rf_auroc_mean": float(np.mean(values)),
+        "paper_rf_auroc_sd": float(np.std(values)),
+    }
+
+
 def diagnose(args: argparse.Namespace) -> dict:
     """The diagnosis of ``args.model``'s cells and of the control half, printed as a table."""
     import groundgan as gg
@@ -102,6 +118,8 @@ def diagnose(args: argparse.Namespace) -> dict:
         "simulated": separation(cells, reference, args.seed, args.trees, args.threads),
         "real_vs_real": separation(other_half, reference, args.seed, args.trees, args.threads),
     }
+    for key, X in (("simulated", cells), ("real_vs_real", other_half)):
+        result[key].update(paper_rf_auroc_spread(X, reference, args.metric_seeds, args.threads))
     print(markdown(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -336,12 +336,13 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
     diagnosis = tmp_path / "diagnosis.json"
     curve.main(
         ["diagnose", *data_args, "--model", str(tmp_path / "model"), "--trees", "10"]
-        + ["--json", str(diagnosis)]
+        + ["--metric-seeds", "2", "--json", str(diagnosis)]
     )
     result = json.loads(diagnosis.read_text())
     assert result["steps"] == {"stage1": 4, "stage2": 4}
     assert set(result["simulated"]) == set(result["real_vs_real"])
     assert result["real_vs_real"]["nonzero_values_below_1pct_of_reference"] < 0.1
+    assert result["real_vs_real"]["paper_rf_auroc_sd"] > 0  # two seeds, two figures
     curve.main(["plot", str(record_path), str(record_path), "--out", str(tmp_path / "c.png")])
     assert (tmp_path / "c.png").stat().st_size > 10_000
     table = curve.markdown_table([record])
