@@ -103,6 +103,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     diagnose.add_argument(
         "--metric-seeds", type=int, default=5, help="seeds of the paper's RF AUROC"
     )
+    diagnose.add_argument(
+        "--counts",
+        action="store_true",
+        help="also diagnose the simulated cells rounded to counts at the training cells' depths",
+    )
     diagnose.add_argument("--json", default=None, help="also write the figures here")
     plot = commands.add_parser("plot", help="draw recorded curves together")
     plot.add_argument("records", nargs="+", help="JSON records of 'run'")

@@ -18,6 +18,11 @@ real-vs-real control half B with half A, on the data and split of ``learning_cur
   ``--metric-seeds`` seeds of its split, components and forest, mean and standard deviation:
   how much one figure of a learning curve moves with the metric's own seed.
 
+With ``--counts`` the simulated cells are also diagnosed after rounding each one to integer
+counts (:func:`round_to_counts`: a depth drawn from the training cells' totals, unbiased
+stochastic rounding, normalised back), which gives them the zeros and the value grid of real
+normalised cells without adding sampling noise to what the generator already learned.
+
 Run::
 
     GROUNDGAN_DATA_DIR=../shared/data python benchmarks/learning_curve.py diagnose \\
@@ -58,6 +63,22 @@ def forest_auroc(a: np.ndarray, b: np.ndarray, seed: int, trees: int, threads: i
     forest = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=threads)
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
     return float(cross_val_score(forest, X, y, cv=folds, scoring="roc_auc").mean())
+
+
+def round_to_counts(cells: np.ndarray, depths: np.ndarray, seed: int) -> np.ndarray:
+    """Each cell rounded to integer counts and normalised back to its own total.
+
+    A cell's depth (total counts) is drawn from ``depths``; its profile, scaled to that depth,
+    is rounded down or up with the probability of its fractional part, so each count keeps
+    its expected value. A cell left without counts gets one in its largest gene.
+    """
+    rng = np.random.default_rng(seed)
+    totals = cells.sum(axis=1, keepdims=True)
+    scaled = cells / totals * rng.choice(depths, size=(len(cells), 1))
+    counts = np.floor(scaled) + (rng.random(cells.shape) < scaled - np.floor(scaled))
+    empty = np.flatnonzero(counts.sum(axis=1) == 0)
+    counts[empty, scaled[empty].argmax(axis=1)] = 1
+    return counts / counts.sum(axis=1, keepdims=True) * totals
 
 
 def separation(
@@ -106,6 +127,7 @@ def paper_rf_auroc_spread(
 def diagnose(args: argparse.Namespace) -> dict:
     """The diagnosis of ``args.model``'s cells and of the control half, printed as a table."""
     import groundgan as gg
+    from groundgan._validation import to_dense
 
     data = prepare(args)
     reference, other_half = halves(data["test"], args.seed)
@@ -118,7 +140,14 @@ def diagnose(args: argparse.Namespace) -> dict:
         "simulated": separation(cells, reference, args.seed, args.trees, args.threads),
         "real_vs_real": separation(other_half, reference, args.seed, args.trees, args.threads),
     }
-    for key, X in (("simulated", cells), ("real_vs_real", other_half)):
+    sets = {"simulated": cells, "real_vs_real": other_half}
+    if args.counts:
+        depths = np.asarray(to_dense(data["train"].layers["counts"]).sum(axis=1)).ravel()
+        sets["simulated_as_counts"] = round_to_counts(cells, depths, args.seed)
+        result["simulated_as_counts"] = separation(
+            sets["simulated_as_counts"], reference, args.seed, args.trees, args.threads
+        )
+    for key, X in sets.items():
         result[key].update(paper_rf_auroc_spread(X, reference, args.metric_seeds, args.threads))
     print(markdown(result))
     if args.json:
@@ -127,7 +156,8 @@ def diagnose(args: argparse.Namespace) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| against half A | simulated | real half B |", "|---|---|---|"]
-    for key, value in result["simulated"].items():
-        lines.append(f"| {key} | {value:.3f} | {result['real_vs_real'][key]:.3f} |")
+    columns = [c for c in ("simulated", "simulated_as_counts", "real_vs_real") if c in result]
+    lines = ["| against half A | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for key in result["simulated"]:
+        lines.append(f"| {key} | " + " | ".join(f"{result[c][key]:.3f}" for c in columns) + " |")
     return "\n".join(lines)

@@ -336,11 +336,12 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
     diagnosis = tmp_path / "diagnosis.json"
     curve.main(
         ["diagnose", *data_args, "--model", str(tmp_path / "model"), "--trees", "10"]
-        + ["--metric-seeds", "2", "--json", str(diagnosis)]
+        + ["--metric-seeds", "2", "--counts", "--json", str(diagnosis)]
     )
     result = json.loads(diagnosis.read_text())
     assert result["steps"] == {"stage1": 4, "stage2": 4}
     assert set(result["simulated"]) == set(result["real_vs_real"])
+    assert set(result["simulated_as_counts"]) == set(result["simulated"])
     assert result["real_vs_real"]["nonzero_values_below_1pct_of_reference"] < 0.1
     assert result["real_vs_real"]["paper_rf_auroc_sd"] > 0  # two seeds, two figures
     curve.main(["plot", str(record_path), str(record_path), "--out", str(tmp_path / "c.png")])
@@ -369,6 +370,23 @@ def test_diagnosis_finds_small_values_and_shrunken_spread_and_not_real_halves(be
     assert off["forest_auroc_cell_summaries"] > 0.95
     assert off["nonzero_values_below_1pct_of_reference"] > 0.2
     assert off["gene_sd_ratio_median"] < 0.6 and off["component_sd_ratio_median"] < 0.7
+
+
+def test_rounding_to_counts_keeps_expected_values_and_gives_the_real_value_grid(bench):
+    diagnosis = bench("realism_diagnosis")
+    rng = np.random.default_rng(1)
+    profile = rng.gamma(0.5, 1.0, 30)
+    cells = np.tile(profile / profile.sum() * 1e4, (4000, 1))
+    depths = np.array([20, 50, 80])
+    rounded = diagnosis.round_to_counts(cells, depths, seed=0)
+    np.testing.assert_allclose(rounded.sum(1), 1e4)
+    smallest = np.where(rounded > 0, rounded, np.inf).min(1)
+    counts = rounded / smallest[:, None]  # here every cell has a gene of one count
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-6)
+    assert abs(counts.sum(1).mean() - depths.mean()) < 1  # rounding keeps the depth on average
+    np.testing.assert_allclose(rounded.mean(0), cells[0], rtol=0.1, atol=5)
+    same = diagnosis.round_to_counts(cells, depths, seed=0)
+    np.testing.assert_array_equal(rounded, same)
 
 
 def test_learning_curve_n_train_keeps_the_grn_of_all_training_cells(bench, tmp_path):
