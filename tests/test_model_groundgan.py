@@ -232,6 +232,20 @@ def test_too_few_cells_refused_and_small_data_shrinks_batch(pbmc_grn_cells, tiny
         gg.GroundGAN(some, **tiny_model_kwargs).train(**TRAIN)
 
 
+def test_batch_warning_only_for_the_stages_trained(pbmc_grn_cells, tiny_model_kwargs):
+    adata, grn = pbmc_grn_cells
+    some = adata[:40].copy()
+    gg.GroundGAN.setup_anndata(some, grn=grn)
+    model = gg.GroundGAN(some, **tiny_model_kwargs)
+    sizes = {**TRAIN, "batch_size_stage1": 16, "batch_size_stage2": 64}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.train(**sizes, stages=(1,))  # stage 2's batch is not used yet
+    with pytest.warns(UserWarning, match="batch size 64 exceeds the 40"):
+        model.train(**sizes, stages=(2,))
+    assert model._runner.stages["stage2"].settings.batch_size == 40
+
+
 def test_bad_stages_refused(model):
     with pytest.raises(ValueError, match="stages"):
         model.train(**TRAIN, stages=(3,))

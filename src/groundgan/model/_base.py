@@ -129,10 +129,13 @@ def check_enough_cells(n_cells: int) -> None:
         )
 
 
-def batch_size_for(batch_size: int, n_cells: int) -> int:
-    """``batch_size``, shrunk (with a warning) to the number of training cells."""
+def batch_size_for(batch_size: int, n_cells: int, *, warn: bool = True) -> int:
+    """``batch_size``, shrunk to the number of training cells (with a warning if ``warn``:
+    a stage that this call does not train shrinks silently)."""
     batch_size = check_positive_int(batch_size, "batch_size")
     if batch_size > n_cells:
+        if not warn:
+            return n_cells
         warnings.warn(
             f"batch size {batch_size} exceeds the {n_cells} training cells; using {n_cells}",
             UserWarning,

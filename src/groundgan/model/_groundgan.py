@@ -523,7 +523,7 @@ class GroundGAN(Simulator):
         settings = {
             "stage1": StageSettings(
                 max_steps=hp.max_steps_stage1,
-                batch_size=batch_size_for(hp.batch_size_stage1, data.shape[0]),
+                batch_size=batch_size_for(hp.batch_size_stage1, data.shape[0], warn=1 in stages),
                 lr_generator=hp.lr_stage1,
                 lr_generator_final=hp.lr_stage1_final,
                 lr_critic=hp.lr_stage1,
@@ -532,7 +532,7 @@ class GroundGAN(Simulator):
             ),
             "stage2": StageSettings(
                 max_steps=hp.max_steps_stage2,
-                batch_size=batch_size_for(hp.batch_size_stage2, data.shape[0]),
+                batch_size=batch_size_for(hp.batch_size_stage2, data.shape[0], warn=2 in stages),
                 lr_generator=hp.lr_generator_stage2,
                 lr_generator_final=hp.lr_generator_stage2_final,
                 lr_critic=hp.lr_critic_stage2,
