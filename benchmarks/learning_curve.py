@@ -404,7 +404,8 @@ def plot(records: list[dict], out: str, title: str | None = None) -> None:
             for row, x_of in ((0, _step_axis(offset)), (1, lambda p: p["train_cpu_seconds"] / 60)):
                 ax = axes[row][j]
                 if s1:
-                    ax.plot([x_of(p) for p in s1], [p[metric] for p in s1], ":", color=color)
+                    xs, ys = [x_of(p) for p in s1], [p[metric] for p in s1]
+                    ax.plot(xs, ys, ":x", color=color, ms=4)  # a single point still shows
                 ax.plot(
                     [x_of(p) for p in s2],
                     [p[metric] for p in s2],
@@ -417,7 +418,7 @@ def plot(records: list[dict], out: str, title: str | None = None) -> None:
                     ax.axhline(record["control"][metric], color="0.3", lw=0.8, ls="--")
     for j, metric in enumerate(METRICS):
         axes[0][j].set_title(metric)
-        axes[0][j].set_xlabel("training step (stage 1, dotted, then stage 2)")
+        axes[0][j].set_xlabel("training step (stage 1, dotted x, then stage 2)")
         axes[1][j].set_xlabel("training CPU minutes")
         for row in (0, 1):
             if metric == "mmd":
