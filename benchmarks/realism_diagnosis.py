@@ -85,12 +85,12 @@ def separation(
     cells: np.ndarray, reference: np.ndarray, seed: int, trees: int, threads: int = 1
 ) -> dict:
     """How ``cells`` differ from ``reference`` (both cells x genes, library-size normalised)."""
-    from sklearn.decomposition import PCA
+    from groundgan.tl._metrics import _check_n_pcs, _pca  # the paper metric's projection
 
     spread = reference.std(axis=0)
     varying = spread > 0
-    n_pcs = min(N_PCS, min(len(cells) + len(reference), cells.shape[1]) - 1)
-    components = PCA(n_pcs, random_state=seed).fit_transform(np.vstack([cells, reference]))
+    joint = np.vstack([cells, reference])
+    components = _pca(joint, _check_n_pcs(N_PCS, joint.shape[1], joint.shape[0]), seed)
     on_cells, on_reference = components[: len(cells)], components[len(cells) :]
     nonzero_cells = (cells > 0).sum(axis=1)
     return {
