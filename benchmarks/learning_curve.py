@@ -18,7 +18,13 @@ training cells: the positive control) and against the negative control (ranks 2,
 as ``benchmarks/grn_recovery.py`` does; the real training cells' own AUPRC against the
 imposed GRN is the reference.
 
-Variants (``--variant``) are named training recipes (see :data:`VARIANTS`); run several in
+``--metric-seeds N`` also records, at every point and for the control, the RF AUROC's mean and
+standard deviation over metric seeds 0 .. N-1 (its split, components and forest), whose spread
+is of the size of the differences between neighbouring points.
+
+Variants (``--variant``) are named training recipes (see :data:`VARIANTS`); the ``fast-*``
+variants named after a patch of ``reference_step.py`` give the fast recipe one of the reference
+implementation's training-step choices, for side-by-side measurement. Run several in
 parallel processes (``--threads 1`` each: the step axis does not depend on load, and CPU
 seconds depend little on it), then draw them together::
 
@@ -52,11 +58,17 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "paper": {"model": {}, "train": {"recipe": "paper"}},
     "fast": {"model": {}, "train": {"recipe": "fast"}},
     "fast-warm-critic": {"model": {}, "train": {"recipe": "fast", "warm_start_critic": True}},
-    "fast-attached-labels": {"model": {}, "train": {"recipe": "fast"}, "patch": "attached-labels"},
+    # the reference implementation's step choices (reference_step.py), one at a time
+    **{
+        f"fast-{patch}": {"model": {}, "train": {"recipe": "fast"}, "patch": patch}
+        for patch in (
+            "attached-labels",
+            "reference-init",
+            "reused-real-batch",
+            "fresh-labeler-cells",
+        )
+    },
 }
-#: Variants that change the training step itself, for side-by-side measurement only: the
-#: function is applied before training (see :func:`attach_labeler_labels`).
-PATCHES: dict[str, str] = {"attached-labels": "attach_labeler_labels"}
 #: The metrics of a point, in the order of the plot's panels.
 METRICS = ("mmd", "rf_auroc", "milisi", "euclidean")
 DATASETS = {"mouse": "mouse", "pbmc": "human"}
@@ -92,6 +104,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--eval-every", type=int, default=500, help="stage-2 evaluation interval")
     run.add_argument("--eval-every-stage1", type=int, default=None, help="default: --eval-every")
     run.add_argument("--grn-recovery", action="store_true", help="score GRN recovery at the end")
+    run.add_argument(
+        "--metric-seeds",
+        type=int,
+        default=1,
+        help="also record the RF AUROC's mean and standard deviation over metric seeds "
+        "0 .. N-1 at every point and for the control (N > 1)",
+    )
     run.add_argument("--json", required=True, help="write the record here (after every point)")
     run.add_argument("--save-model", default=None, help="save the trained model to this folder")
     diagnose = commands.add_parser(
@@ -230,12 +249,23 @@ class Clock:
         self.excluded_cpu += cpu
 
 
-def score(reference: np.ndarray, cells: np.ndarray, seed: int, threads: int) -> dict:
-    """The paper's realism metrics of ``cells`` against ``reference`` (equal sizes)."""
+def score(
+    reference: np.ndarray, cells: np.ndarray, seed: int, threads: int, metric_seeds: int = 1
+) -> dict:
+    """The paper's realism metrics of ``cells`` against ``reference`` (equal sizes); with
+    ``metric_seeds > 1`` also the RF AUROC's mean and standard deviation over metric seeds
+    ``0 .. metric_seeds - 1`` (``rf_auroc_mean``, ``rf_auroc_sd``)."""
     import groundgan as gg
 
     table = gg.tl.evaluate(reference, {"set": cells}, seed=seed, control=False, n_jobs=threads)
-    return {k: float(v) for k, v in table.loc["set"].items()}
+    scores = {k: float(v) for k, v in table.loc["set"].items()}
+    if metric_seeds > 1:
+        from realism_diagnosis import paper_rf_auroc_spread  # this folder is on sys.path
+
+        spread = paper_rf_auroc_spread(cells, reference, metric_seeds, threads)
+        scores["rf_auroc_mean"] = spread["paper_rf_auroc_mean"]
+        scores["rf_auroc_sd"] = spread["paper_rf_auroc_sd"]
+    return scores
 
 
 def simulate(model, stage: str, n_cells: int, seed: int) -> np.ndarray:
@@ -265,25 +295,6 @@ def grn_recovery(model, data: dict, seed: int) -> dict:
     }
 
 
-def attach_labeler_labels() -> None:
-    """The reference implementation's generator loss: the labels of the labeler losses (the
-    simulated TFs after LSN) are not detached, so their gradient reaches the targets through
-    the library-size scale."""
-    import torch.nn.functional as F
-
-    from groundgan.train import GroundGANStage
-
-    def extra_generator_losses(self, fake, real):
-        m = self.module
-        fake_targets, fake_tfs = self.split(fake)
-        return [
-            F.mse_loss(m.labeler(fake_targets), fake_tfs),
-            F.mse_loss(m.antilabeler(fake_targets), fake_tfs),
-        ]
-
-    GroundGANStage.extra_generator_losses = extra_generator_losses
-
-
 def run(args: argparse.Namespace) -> dict:
     import torch
 
@@ -294,7 +305,9 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"unknown variant {args.variant!r}; one of {sorted(VARIANTS)}")
     variant = VARIANTS[args.variant]
     if "patch" in variant:
-        globals()[PATCHES[variant["patch"]]]()
+        from reference_step import PATCHES  # this folder is on sys.path when run
+
+        PATCHES[variant["patch"]]()
     model_kwargs = {**variant["model"], **parse_assignments(args.model_set)}
     train_kwargs = {**variant["train"], **parse_assignments(args.set)}
     stage2_kwargs = parse_assignments(args.set_stage2)
@@ -320,7 +333,8 @@ def run(args: argparse.Namespace) -> dict:
         "edges": len(data["imposed"]),
         "tfs": int(data["imposed"]["tf"].nunique()),
         "steps": [args.steps_stage1, args.steps_stage2],
-        "control": score(reference, other_half, args.seed, args.threads),
+        "metric_seeds": args.metric_seeds,
+        "control": score(reference, other_half, args.seed, args.threads, args.metric_seeds),
         "points": [],
     }
     print(f"control (real half B vs half A, {n_cells} cells each): {record['control']}")
@@ -334,7 +348,7 @@ def run(args: argparse.Namespace) -> dict:
         cells = simulate(model, stage, n_cells, args.seed + 1)
         record["hyperparameters"] = model.train_record_["hyperparameters"]
         point = {"stage": stage, "step": step, "train_seconds": wall, "train_cpu_seconds": cpu}
-        point.update(score(reference, cells, args.seed, args.threads))
+        point.update(score(reference, cells, args.seed, args.threads, args.metric_seeds))
         record["points"].append(point)
         Path(args.json).write_text(json.dumps(record, indent=2))
         print(json.dumps(point), flush=True)
@@ -414,6 +428,8 @@ def plot(records: list[dict], out: str, title: str | None = None) -> None:
                     ms=3,
                     label=record["name"] if j == 0 and row == 0 else None,
                 )
+                if metric == "rf_auroc":
+                    _seed_spread(ax, [x_of(p) for p in points], points, color)
                 if i == 0 or record["control"] != records[0]["control"]:
                     ax.axhline(record["control"][metric], color="0.3", lw=0.8, ls="--")
     for j, metric in enumerate(METRICS):
@@ -424,10 +440,29 @@ def plot(records: list[dict], out: str, title: str | None = None) -> None:
             if metric == "mmd":
                 axes[row][j].set_yscale("log")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(title or "realism while training; dashed: real-vs-real control at equal size")
+    fig.suptitle(
+        title
+        or "realism while training; dashed: real-vs-real control at equal size; "
+        "bars: RF AUROC mean ± sd over metric seeds, where recorded"
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
+
+
+def _seed_spread(ax, xs: list[float], points: list[dict], color) -> None:
+    """The RF AUROC's mean ± sd over metric seeds, where recorded, as error bars."""
+    spread = [(x, p) for x, p in zip(xs, points, strict=True) if "rf_auroc_mean" in p]
+    if spread:
+        ax.errorbar(
+            [x for x, _ in spread],
+            [p["rf_auroc_mean"] for _, p in spread],
+            yerr=[p["rf_auroc_sd"] for _, p in spread],
+            fmt="_",
+            color=color,
+            alpha=0.5,
+            capsize=3,
+        )
 
 
 def markdown_table(records: list[dict]) -> str:
@@ -439,16 +474,24 @@ def markdown_table(records: list[dict]) -> str:
     for record in records:
         c = record["control"]
         lines.append(
-            f"| {record['name']} | real vs real | | | {c['mmd']:.4f} | {c['rf_auroc']:.3f} "
+            f"| {record['name']} | real vs real | | | {c['mmd']:.4f} | {_rf_auroc_cell(c)} "
             f"| {c['milisi']:.3f} | {c['euclidean']:.0f} |"
         )
         for p in record["points"]:
             lines.append(
                 f"| {record['name']} | {p['stage'][-1]} | {p['step']} | "
-                f"{p['train_cpu_seconds']:.0f} | {p['mmd']:.4f} | {p['rf_auroc']:.3f} | "
+                f"{p['train_cpu_seconds']:.0f} | {p['mmd']:.4f} | {_rf_auroc_cell(p)} | "
                 f"{p['milisi']:.3f} | {p['euclidean']:.0f} |"
             )
     return "\n".join(lines)
+
+
+def _rf_auroc_cell(scores: dict) -> str:
+    """The RF AUROC at the record's seed, and its mean ± sd over metric seeds if recorded."""
+    cell = f"{scores['rf_auroc']:.3f}"
+    if "rf_auroc_mean" in scores:
+        cell += f" (seeds: {scores['rf_auroc_mean']:.3f} ± {scores['rf_auroc_sd']:.3f})"
+    return cell
 
 
 def _step_axis(offset: int):

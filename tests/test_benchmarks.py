@@ -316,7 +316,7 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
     argv += ["critic_hidden=[32,16]", "sample_block_size=64"]
     argv += ["--set", "batch_size_stage2=64", "--save-model", str(tmp_path / "model")]
     argv += ["--set-stage2", "gp_lambda=5"]  # stage 1 keeps the recipe's 10
-    curve.main(argv)
+    curve.main([*argv, "--metric-seeds", "2"])
     record = json.loads(record_path.read_text())
     assert [(p["stage"], p["step"]) for p in record["points"]] == [
         ("stage1", 2),
@@ -327,7 +327,15 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
     assert record["cells_per_row"] == 50  # the simulated cells and each control half
     assert record["hyperparameters"]["lr_stage1"] == 1e-3  # the fast recipe, resolved
     assert record["hyperparameters"]["gp_lambda"] == 5  # the stage-2 call's
-    assert set(record["control"]) == {"cosine", "euclidean", "mmd", "rf_auroc", "milisi"}
+    assert set(record["control"]) == {"cosine", "euclidean", "mmd", "rf_auroc", "milisi"} | {
+        "rf_auroc_mean",
+        "rf_auroc_sd",
+    }
+    assert record["control"]["rf_auroc_sd"] > 0  # two metric seeds, two figures
+    for scores in [record["control"], *record["points"]]:
+        # the record's own seed 0 is one of them
+        difference = abs(scores["rf_auroc"] - scores["rf_auroc_mean"])
+        assert difference == pytest.approx(scores["rf_auroc_sd"])
     seconds = [p["train_cpu_seconds"] for p in record["points"]]
     assert seconds == sorted(seconds) and seconds[0] > 0
     assert (tmp_path / "cache").is_dir()  # the GRN is cached for parallel variants
@@ -348,6 +356,7 @@ def test_learning_curve_records_both_stages_against_an_equal_size_control(bench,
     assert (tmp_path / "c.png").stat().st_size > 10_000
     table = curve.markdown_table([record])
     assert table.count("\n") == 1 + 1 + len(record["points"])  # header, rule, control, points
+    assert table.count("(seeds: ") == 1 + len(record["points"])
 
 
 def test_diagnosis_finds_small_values_and_shrunken_spread_and_not_real_halves(bench):
@@ -418,3 +427,71 @@ def test_recovery_from_simulated_cells_leaves_out_silent_genes(bench, pbmc_grn_c
     assert n_silent == 1
     assert silent not in set(imposed.per_target.index) | set(control.per_target.index)
     assert imposed.n_edges == (grn["target"] != silent).sum()
+
+
+# ------------------------------------------------------------------ the reference's step choices
+def _stage2(n_critic: int = 2):
+    from groundgan.train import GroundGANStage, StageSettings
+    from tiny_networks import tiny_cells, tiny_module
+
+    settings = StageSettings(max_steps=10, batch_size=16, n_critic=n_critic)
+    return GroundGANStage(tiny_module(), tiny_cells(), settings, torch.Generator().manual_seed(0))
+
+
+def test_every_step_patch_has_a_learning_curve_variant(bench):
+    patches = bench("reference_step").PATCHES
+    variants = bench("learning_curve").VARIANTS
+    assert {v["patch"] for v in variants.values() if "patch" in v} == set(patches)
+
+
+def test_reused_real_batch_is_drawn_once_per_step(bench, monkeypatch):
+    bench("reference_step").reuse_real_batch(monkeypatch.setattr)
+    stage = _stage2(n_critic=2)
+    batches = [stage.real_batch() for _ in range(6)]  # two steps: 2 critic + 1 generator each
+    assert all(torch.equal(b, batches[0]) for b in batches[:3])
+    assert all(torch.equal(b, batches[3]) for b in batches[3:])
+    assert not torch.equal(batches[0], batches[3])
+
+
+def test_reference_initialisation_draws_at_the_dense_layers_scale(bench, monkeypatch):
+    reference_step = bench("reference_step")
+    tg = TargetGenerators(random_regulators(30, 300, max_degree=8), depth=3, width=2.0)
+    outputs = [g.out_weight.clone() for g in tg.groups]
+    reference_step.reinitialise_like_reference(tg)
+    size = bench("dense_reference").dense_size(
+        30, [g.n_regulators for g in tg.groups for _ in range(g.n_genes)], 3, 2.0
+    )
+    for layer, fan_in in enumerate([size.n_inputs, size.total_hidden, size.total_hidden]):
+        weights = torch.cat([g.weights[layer].flatten() for g in tg.groups])
+        bound = (6.0 / (fan_in + size.total_hidden)) ** 0.5
+        assert weights.abs().max() <= bound
+        assert weights.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)  # uniform
+    assert all(torch.equal(g.out_weight, o) for g, o in zip(tg.groups, outputs, strict=True))
+    # the stage-2 calibration runs after it
+    monkeypatch.setattr(reference_step, "reinitialise_like_reference", lambda tg: calls.append(tg))
+    calls = []
+    reference_step.reference_initialisation(monkeypatch.setattr)
+    stage = _stage2()
+    stage.calibrate(n_cells=64)
+    assert calls == [stage.module.target_generators]
+
+
+def test_fresh_labeler_cells_generate_once_more_per_step(bench, monkeypatch):
+    from groundgan.train import GroundGANStage
+
+    def count_generate(stage):
+        calls = []
+        generate = GroundGANStage.generate
+        monkeypatch.setattr(stage, "generate", lambda n: calls.append(n) or generate(stage, n))
+        stage.step()
+        return len(calls)
+
+    assert count_generate(_stage2(n_critic=2)) == 3  # 2 critic updates + the generator update
+    bench("reference_step").fresh_labeler_cells(monkeypatch.setattr)
+    stage = _stage2(n_critic=2)
+    labeler = [p.clone() for p in stage.module.labeler.parameters()]
+    assert count_generate(stage) == 4
+    assert any(
+        not torch.equal(p, q)
+        for p, q in zip(stage.module.labeler.parameters(), labeler, strict=True)
+    )
