@@ -51,6 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from reference_step import PATCHES  # this folder is on sys.path when run
 
 #: Recipes compared by this script: ``model`` keyword arguments and ``train`` keyword arguments.
 #: ``paper``: the paper's learning rates, batch sizes and n_critic on a short schedule.
@@ -61,12 +62,7 @@ VARIANTS: dict[str, dict[str, dict]] = {
     # the reference implementation's step choices (reference_step.py), one at a time
     **{
         f"fast-{patch}": {"model": {}, "train": {"recipe": "fast"}, "patch": patch}
-        for patch in (
-            "attached-labels",
-            "reference-init",
-            "reused-real-batch",
-            "fresh-labeler-cells",
-        )
+        for patch in PATCHES
     },
 }
 #: The metrics of a point, in the order of the plot's panels.
@@ -305,8 +301,6 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"unknown variant {args.variant!r}; one of {sorted(VARIANTS)}")
     variant = VARIANTS[args.variant]
     if "patch" in variant:
-        from reference_step import PATCHES  # this folder is on sys.path when run
-
         PATCHES[variant["patch"]]()
     model_kwargs = {**variant["model"], **parse_assignments(args.model_set)}
     train_kwargs = {**variant["train"], **parse_assignments(args.set)}

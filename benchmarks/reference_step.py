@@ -60,7 +60,7 @@ def reinitialise_like_reference(target_generators, seed: int = 0) -> None:
     units, n_inputs = size.total_hidden, size.n_inputs
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for group in target_generators.groups:
+        for group in tg.groups:
             for layer, weight in enumerate(group.weights):
                 fan_in = n_inputs if layer == 0 else units
                 bound = math.sqrt(6.0 / (fan_in + units))

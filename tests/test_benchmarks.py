@@ -468,8 +468,8 @@ def test_reference_initialisation_draws_at_the_dense_layers_scale(bench, monkeyp
         assert weights.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)  # uniform
     assert all(torch.equal(g.out_weight, o) for g, o in zip(tg.groups, outputs, strict=True))
     # the stage-2 calibration runs after it
-    monkeypatch.setattr(reference_step, "reinitialise_like_reference", lambda tg: calls.append(tg))
     calls = []
+    monkeypatch.setattr(reference_step, "reinitialise_like_reference", lambda tg: calls.append(tg))
     reference_step.reference_initialisation(monkeypatch.setattr)
     stage = _stage2()
     stage.calibrate(n_cells=64)
